@@ -11,7 +11,7 @@
  *
  * The decoder checks structure and types and rejects anything malformed
  * with CLAWQ_ECORRUPT without crashing; it does not judge meaning (a bad
- * queue name decodes and fails at apply time with CLAWQ_EINVAL).
+ * queue name decodes and fails at apply time with CLAWQ_EINVALID).
  */
 #ifndef CLAWQ_CMD_H
 #define CLAWQ_CMD_H
@@ -141,7 +141,7 @@ void cmd_writer_init(cmd_writer *w);
 void cmd_writer_fini(cmd_writer *w);
 /* Starts a new command, dropping what the writer held. */
 void cmd_writer_reset(cmd_writer *w);
-/* Appends one op. Returns 0, CLAWQ_EINVAL for an unknown type,
+/* Appends one op. Returns 0, CLAWQ_EINVALID for an unknown type,
  * CLAWQ_ETOO_LARGE past CMD_MAX_OPS / CMD_MAX_BYTES, or CLAWQ_ENOMEM. */
 int cmd_writer_add(cmd_writer *w, const cmd_op *op);
 /* Stamps now_ms and returns the encoded command, borrowed from the writer

@@ -119,6 +119,12 @@ int queue_rec_encode(const queue_rec *q, cq_buf *out);
 int task_rec_decode(const void *buf, size_t len, task_rec *out);
 int queue_rec_decode(const void *buf, size_t len, queue_rec *out);
 
+/* True when buf holds exactly one well-formed msgpack object, nested at
+ * most max_depth (<= 32) containers deep, whose container counts fit in the
+ * bytes that remain. Run before msgpack_unpack on untrusted bytes:
+ * msgpack-c allocates room for a claimed count before reading it. */
+bool mp_is_bounded(const void *buf, size_t len, unsigned max_depth);
+
 /* Key layouts (big-endian, so byte order is numeric order). Each writes
  * into `key`, which must hold the stated size, and returns the length. */
 #define KEY_TASK_LEN 8       /* id */

@@ -105,15 +105,18 @@ int store_applied_set(store_txn *t, uint64_t index);
  * - begin pins a read transaction at the current applied index (cheap,
  *   call it on the loop);
  * - serialize writes every key/value pair of every database plus that
- *   index into one buffer allocated with `realloc_fn` (NULL = realloc) and
+ *   index into one buffer allocated with `alloc` (NULL = realloc/free) and
  *   owned by the caller; it touches only the pinned transaction, so it may
  *   run on another thread;
  * - end releases the pin. NULL is a no-op. */
 int store_snapshot_begin(store *s, store_snap **out);
 uint64_t store_snapshot_index(const store_snap *snap);
-int store_snapshot_serialize(store_snap *snap,
-                             void *(*realloc_fn)(void *, size_t), void **buf,
-                             size_t *len);
+typedef struct store_alloc {
+    void *(*realloc_fn)(void *, size_t);
+    void (*free_fn)(void *);
+} store_alloc;
+int store_snapshot_serialize(store_snap *snap, const store_alloc *alloc,
+                             void **buf, size_t *len);
 void store_snapshot_end(store_snap *snap);
 
 /* Restores a serialized snapshot. The whole buffer is validated first

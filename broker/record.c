@@ -1,0 +1,654 @@
+/* record.c: task and queue records (msgpack maps with small integer keys)
+ * and key layouts. See record.h.
+ *
+ * Encoders write only the fields that are not zero or empty, so records
+ * stay small; decoders default absent fields to zero and skip unknown
+ * keys. Byte fields are msgpack bin; the decoder also accepts str.
+ */
+#include "record.h"
+
+#include <msgpack.h>
+
+/* Task record keys. Never renumber; append. */
+enum {
+    TK_ID = 0,
+    TK_QID = 1,
+    TK_STATE = 2,
+    TK_PRIORITY = 3,
+    TK_DEAD_REASON = 4,
+    TK_ATTEMPT = 5,
+    TK_MAX_ATTEMPTS = 6,
+    TK_CREATED = 7,
+    TK_RUN_AT = 8,
+    TK_DEADLINE = 9,
+    TK_SEQ = 10,
+    TK_READY_AT = 11,
+    TK_LEASE_ID = 12,
+    TK_LEASE_EXPIRES = 13,
+    TK_PROGRESS = 14,
+    TK_DEAD_AT = 15,
+    TK_WORKER = 16,
+    TK_CHECKPOINT = 17,
+    TK_IDEM_KEY = 18,
+    TK_HEADERS = 19,
+    TK_PAYLOAD = 20,
+    TK_ERRORS = 21, /* array of [at_ms, attempt, msg], newest first */
+};
+
+/* Queue record keys. Never renumber; append. */
+enum {
+    QK_QID = 0,
+    QK_CREATED = 1,
+    QK_OLDEST_READY = 2,
+    QK_LEASE_MS = 10,
+    QK_MAX_ATTEMPTS = 11,
+    QK_BACKOFF_BASE = 12,
+    QK_BACKOFF_MAX = 13,
+    QK_MAX_DEPTH = 14,
+    QK_MAX_PAYLOAD = 15,
+    QK_DEDUP_WINDOW = 16,
+    QK_PAUSED = 17,
+    QK_READY = 20,
+    QK_DELAYED = 21,
+    QK_LEASED = 22,
+    QK_DEAD = 23,
+    QK_PUT_TOTAL = 24,
+    QK_DEDUPED_TOTAL = 25,
+    QK_LEASED_TOTAL = 26,
+    QK_ACKED_TOTAL = 27,
+    QK_NACKED_TOTAL = 28,
+    QK_FAILED_TOTAL = 29,
+    QK_EXPIRED_TOTAL = 30,
+    QK_DEAD_TOTAL = 31,
+};
+
+const char *dead_reason_name(int reason)
+{
+    switch (reason) {
+    case DEAD_FAILED:
+        return "failed";
+    case DEAD_MAX_ATTEMPTS:
+        return "max_attempts";
+    case DEAD_EXPIRED:
+        return "expired";
+    default:
+        return "";
+    }
+}
+
+const char *task_state_name(int state)
+{
+    switch (state) {
+    case TASK_READY:
+        return "ready";
+    case TASK_DELAYED:
+        return "delayed";
+    case TASK_LEASED:
+        return "leased";
+    case TASK_DEAD:
+        return "dead";
+    default:
+        return "";
+    }
+}
+
+void queue_settings_default(queue_settings *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->lease_ms = 30000;
+    s->max_attempts = 5;
+    s->backoff_base_ms = 1000;
+    s->backoff_max_ms = 300000;
+    s->max_depth = 0;
+    s->max_payload = 1024 * 1024;
+    s->dedup_window_ms = 600000;
+    s->paused = false;
+}
+
+bool queue_name_is_valid(cq_bytes name)
+{
+    size_t i;
+
+    if (name.len == 0 || name.len > QUEUE_NAME_MAX)
+        return false;
+    for (i = 0; i < name.len; i++) {
+        uint8_t c = name.ptr[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+              c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* ---- encoding ---- */
+
+typedef struct enc {
+    msgpack_packer pk;
+    cq_buf *out;
+    int err;
+} enc;
+
+static int enc_write(void *data, const char *buf, size_t len)
+{
+    enc *e = data;
+    int rc;
+
+    if (e->err != 0)
+        return -1;
+    rc = cq_buf_append(e->out, buf, len);
+    if (rc != 0) {
+        e->err = rc;
+        return -1;
+    }
+    return 0;
+}
+
+static void enc_init(enc *e, cq_buf *out)
+{
+    e->out = out;
+    e->err = 0;
+    msgpack_packer_init(&e->pk, e, enc_write);
+}
+
+static void enc_u64(enc *e, unsigned key, uint64_t v)
+{
+    msgpack_pack_uint32(&e->pk, key);
+    msgpack_pack_uint64(&e->pk, v);
+}
+
+static void enc_bin(enc *e, unsigned key, cq_bytes b)
+{
+    msgpack_pack_uint32(&e->pk, key);
+    msgpack_pack_bin(&e->pk, b.len);
+    msgpack_pack_bin_body(&e->pk, b.ptr, b.len);
+}
+
+#define COUNT_U(v) ((v) != 0)
+#define COUNT_B(b) ((b).len != 0)
+
+int task_rec_encode(const task_rec *t, cq_buf *out)
+{
+    enc e;
+    uint32_t n = 0, i;
+
+    n += 1 + COUNT_U(t->qid) + COUNT_U(t->state) + COUNT_U(t->priority) +
+         COUNT_U(t->dead_reason) + COUNT_U(t->attempt) +
+         COUNT_U(t->max_attempts) + COUNT_U(t->created_ms) +
+         COUNT_U(t->run_at_ms) + COUNT_U(t->deadline_ms) + COUNT_U(t->seq) +
+         COUNT_U(t->ready_at_ms) + COUNT_U(t->lease_id) +
+         COUNT_U(t->lease_expires_ms) + COUNT_U(t->progress) +
+         COUNT_U(t->dead_at_ms) + COUNT_B(t->worker) +
+         COUNT_B(t->checkpoint) + COUNT_B(t->idem_key) +
+         COUNT_B(t->headers) + COUNT_B(t->payload) + COUNT_U(t->n_errors);
+
+    enc_init(&e, out);
+    msgpack_pack_map(&e.pk, n);
+    enc_u64(&e, TK_ID, t->id);
+#define U(key, v)                                                              \
+    if ((v) != 0)                                                              \
+    enc_u64(&e, key, v)
+#define B(key, b)                                                              \
+    if ((b).len != 0)                                                          \
+    enc_bin(&e, key, b)
+    U(TK_QID, t->qid);
+    U(TK_STATE, t->state);
+    U(TK_PRIORITY, t->priority);
+    U(TK_DEAD_REASON, t->dead_reason);
+    U(TK_ATTEMPT, t->attempt);
+    U(TK_MAX_ATTEMPTS, t->max_attempts);
+    U(TK_CREATED, t->created_ms);
+    U(TK_RUN_AT, t->run_at_ms);
+    U(TK_DEADLINE, t->deadline_ms);
+    U(TK_SEQ, t->seq);
+    U(TK_READY_AT, t->ready_at_ms);
+    U(TK_LEASE_ID, t->lease_id);
+    U(TK_LEASE_EXPIRES, t->lease_expires_ms);
+    U(TK_PROGRESS, t->progress);
+    U(TK_DEAD_AT, t->dead_at_ms);
+    B(TK_WORKER, t->worker);
+    B(TK_CHECKPOINT, t->checkpoint);
+    B(TK_IDEM_KEY, t->idem_key);
+    B(TK_HEADERS, t->headers);
+    B(TK_PAYLOAD, t->payload);
+    if (t->n_errors != 0) {
+        CLAWQ_ASSERT(t->n_errors <= TASK_MAX_ERRORS);
+        msgpack_pack_uint32(&e.pk, TK_ERRORS);
+        msgpack_pack_array(&e.pk, t->n_errors);
+        for (i = 0; i < t->n_errors; i++) {
+            const task_error *er = &t->errors[i];
+            msgpack_pack_array(&e.pk, 3);
+            msgpack_pack_uint64(&e.pk, er->at_ms);
+            msgpack_pack_uint32(&e.pk, er->attempt);
+            msgpack_pack_bin(&e.pk, er->msg.len);
+            msgpack_pack_bin_body(&e.pk, er->msg.ptr, er->msg.len);
+        }
+    }
+    return e.err;
+}
+
+int queue_rec_encode(const queue_rec *q, cq_buf *out)
+{
+    const queue_settings *s = &q->settings;
+    const queue_counters *c = &q->counters;
+    enc e;
+
+    /* Settings are always written (a zero is a real value there). */
+    enc_init(&e, out);
+    msgpack_pack_map(&e.pk, 3 + 8 + 12);
+    enc_u64(&e, QK_QID, q->qid);
+    enc_u64(&e, QK_CREATED, q->created_ms);
+    enc_u64(&e, QK_OLDEST_READY, q->oldest_ready_ms);
+    enc_u64(&e, QK_LEASE_MS, s->lease_ms);
+    enc_u64(&e, QK_MAX_ATTEMPTS, s->max_attempts);
+    enc_u64(&e, QK_BACKOFF_BASE, s->backoff_base_ms);
+    enc_u64(&e, QK_BACKOFF_MAX, s->backoff_max_ms);
+    enc_u64(&e, QK_MAX_DEPTH, s->max_depth);
+    enc_u64(&e, QK_MAX_PAYLOAD, s->max_payload);
+    enc_u64(&e, QK_DEDUP_WINDOW, s->dedup_window_ms);
+    enc_u64(&e, QK_PAUSED, s->paused);
+    enc_u64(&e, QK_READY, c->ready);
+    enc_u64(&e, QK_DELAYED, c->delayed);
+    enc_u64(&e, QK_LEASED, c->leased);
+    enc_u64(&e, QK_DEAD, c->dead);
+    enc_u64(&e, QK_PUT_TOTAL, c->put_total);
+    enc_u64(&e, QK_DEDUPED_TOTAL, c->deduped_total);
+    enc_u64(&e, QK_LEASED_TOTAL, c->leased_total);
+    enc_u64(&e, QK_ACKED_TOTAL, c->acked_total);
+    enc_u64(&e, QK_NACKED_TOTAL, c->nacked_total);
+    enc_u64(&e, QK_FAILED_TOTAL, c->failed_total);
+    enc_u64(&e, QK_EXPIRED_TOTAL, c->expired_total);
+    enc_u64(&e, QK_DEAD_TOTAL, c->dead_total);
+    return e.err;
+}
+
+/* ---- decoding ---- */
+
+bool mp_is_bounded(const void *buf, size_t len, unsigned max_depth)
+{
+    const uint8_t *p = buf;
+    size_t off = 0;
+    /* Objects still to read at each open depth. */
+    uint64_t todo[33];
+    unsigned depth = 0;
+
+    if (max_depth > 32)
+        max_depth = 32;
+    todo[0] = 1;
+    while (depth > 0 || todo[0] > 0) {
+        uint64_t n = 0, skip = 0;
+        unsigned mult = 0; /* 1 array, 2 map */
+        uint8_t b;
+
+        if (todo[depth] == 0) {
+            depth--;
+            continue;
+        }
+        todo[depth]--;
+        if (off >= len)
+            return false;
+        b = p[off++];
+#define NEED(k)                                                                \
+    if (len - off < (k))                                                       \
+    return false
+        if (b <= 0x7f || b >= 0xe0 || (b >= 0xc0 && b <= 0xc3)) {
+            if (b == 0xc1)
+                return false;
+        } else if (b >= 0x80 && b <= 0x8f) {
+            n = b & 0x0f, mult = 2;
+        } else if (b >= 0x90 && b <= 0x9f) {
+            n = b & 0x0f, mult = 1;
+        } else if (b >= 0xa0 && b <= 0xbf) {
+            skip = b & 0x1f;
+        } else {
+            switch (b) {
+            case 0xc4: case 0xd9: NEED(1); skip = p[off]; off += 1; break;
+            case 0xc5: case 0xda: NEED(2); skip = ((uint64_t)p[off] << 8) | p[off + 1]; off += 2; break;
+            case 0xc6: case 0xdb: NEED(4); skip = cq_get_be32(p + off); off += 4; break;
+            case 0xc7: NEED(1); skip = 1 + (uint64_t)p[off]; off += 1; break;
+            case 0xc8: NEED(2); skip = 1 + (((uint64_t)p[off] << 8) | p[off + 1]); off += 2; break;
+            case 0xc9: NEED(4); skip = 1 + (uint64_t)cq_get_be32(p + off); off += 4; break;
+            case 0xca: skip = 4; break;
+            case 0xcb: skip = 8; break;
+            case 0xcc: case 0xd0: skip = 1; break;
+            case 0xcd: case 0xd1: skip = 2; break;
+            case 0xce: case 0xd2: skip = 4; break;
+            case 0xcf: case 0xd3: skip = 8; break;
+            case 0xd4: skip = 2; break;
+            case 0xd5: skip = 3; break;
+            case 0xd6: skip = 5; break;
+            case 0xd7: skip = 9; break;
+            case 0xd8: skip = 17; break;
+            case 0xdc: NEED(2); n = ((uint64_t)p[off] << 8) | p[off + 1]; off += 2; mult = 1; break;
+            case 0xdd: NEED(4); n = cq_get_be32(p + off); off += 4; mult = 1; break;
+            case 0xde: NEED(2); n = ((uint64_t)p[off] << 8) | p[off + 1]; off += 2; mult = 2; break;
+            case 0xdf: NEED(4); n = cq_get_be32(p + off); off += 4; mult = 2; break;
+            default: return false;
+            }
+        }
+#undef NEED
+        if (skip > len - off)
+            return false;
+        off += skip;
+        if (mult != 0 && n > 0) {
+            n *= mult;
+            /* Every element takes at least one byte. */
+            if (n > len - off || depth + 1 > max_depth)
+                return false;
+            todo[++depth] = n;
+        }
+    }
+    return off == len;
+}
+
+/* Unpacks one msgpack object spanning exactly [buf, buf+len) into a zone
+ * the caller destroys. */
+static int unpack_whole(const void *buf, size_t len, msgpack_zone *zone,
+                        msgpack_object *obj)
+{
+    size_t off = 0;
+    msgpack_unpack_return r;
+
+    if (!mp_is_bounded(buf, len, 4))
+        return CLAWQ_ECORRUPT;
+    if (!msgpack_zone_init(zone, 1024))
+        return CLAWQ_ENOMEM;
+    r = msgpack_unpack(buf, len, &off, zone, obj);
+    if (r == MSGPACK_UNPACK_NOMEM_ERROR) {
+        msgpack_zone_destroy(zone);
+        return CLAWQ_ENOMEM;
+    }
+    if (r != MSGPACK_UNPACK_SUCCESS || off != len) {
+        msgpack_zone_destroy(zone);
+        return CLAWQ_ECORRUPT;
+    }
+    return 0;
+}
+
+static bool get_u64(const msgpack_object *o, uint64_t max, uint64_t *out)
+{
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > max)
+        return false;
+    *out = o->via.u64;
+    return true;
+}
+
+static bool get_bytes(const msgpack_object *o, cq_bytes *out)
+{
+    if (o->type == MSGPACK_OBJECT_BIN) {
+        *out = cq_bytes_of(o->via.bin.ptr, o->via.bin.size);
+        return true;
+    }
+    if (o->type == MSGPACK_OBJECT_STR) {
+        *out = cq_bytes_of(o->via.str.ptr, o->via.str.size);
+        return true;
+    }
+    return false;
+}
+
+static bool decode_errors(const msgpack_object *o, task_rec *t)
+{
+    uint32_t i;
+    uint64_t v;
+
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > TASK_MAX_ERRORS)
+        return false;
+    for (i = 0; i < o->via.array.size; i++) {
+        const msgpack_object *e = &o->via.array.ptr[i];
+        task_error *er = &t->errors[i];
+        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 3 ||
+            !get_u64(&e->via.array.ptr[0], UINT64_MAX, &er->at_ms) ||
+            !get_u64(&e->via.array.ptr[1], UINT32_MAX, &v) ||
+            !get_bytes(&e->via.array.ptr[2], &er->msg))
+            return false;
+        er->attempt = (uint32_t)v;
+    }
+    t->n_errors = o->via.array.size;
+    return true;
+}
+
+static bool task_field(task_rec *t, uint64_t key, const msgpack_object *v)
+{
+    uint64_t x = 0;
+
+    switch (key) {
+    case TK_ID:
+        return get_u64(v, UINT64_MAX, &t->id);
+    case TK_QID:
+        if (!get_u64(v, UINT32_MAX, &x))
+            return false;
+        t->qid = (uint32_t)x;
+        return true;
+    case TK_STATE:
+        if (!get_u64(v, TASK_DEAD, &x))
+            return false;
+        t->state = (uint8_t)x;
+        return true;
+    case TK_PRIORITY:
+        if (!get_u64(v, 255, &x))
+            return false;
+        t->priority = (uint8_t)x;
+        return true;
+    case TK_DEAD_REASON:
+        if (!get_u64(v, 255, &x))
+            return false;
+        t->dead_reason = (uint8_t)x;
+        return true;
+    case TK_ATTEMPT:
+        if (!get_u64(v, UINT32_MAX, &x))
+            return false;
+        t->attempt = (uint32_t)x;
+        return true;
+    case TK_MAX_ATTEMPTS:
+        if (!get_u64(v, UINT32_MAX, &x))
+            return false;
+        t->max_attempts = (uint32_t)x;
+        return true;
+    case TK_CREATED:
+        return get_u64(v, UINT64_MAX, &t->created_ms);
+    case TK_RUN_AT:
+        return get_u64(v, UINT64_MAX, &t->run_at_ms);
+    case TK_DEADLINE:
+        return get_u64(v, UINT64_MAX, &t->deadline_ms);
+    case TK_SEQ:
+        return get_u64(v, UINT64_MAX, &t->seq);
+    case TK_READY_AT:
+        return get_u64(v, UINT64_MAX, &t->ready_at_ms);
+    case TK_LEASE_ID:
+        return get_u64(v, UINT64_MAX, &t->lease_id);
+    case TK_LEASE_EXPIRES:
+        return get_u64(v, UINT64_MAX, &t->lease_expires_ms);
+    case TK_PROGRESS:
+        return get_u64(v, UINT64_MAX, &t->progress);
+    case TK_DEAD_AT:
+        return get_u64(v, UINT64_MAX, &t->dead_at_ms);
+    case TK_WORKER:
+        return get_bytes(v, &t->worker);
+    case TK_CHECKPOINT:
+        return get_bytes(v, &t->checkpoint);
+    case TK_IDEM_KEY:
+        return get_bytes(v, &t->idem_key);
+    case TK_HEADERS:
+        return get_bytes(v, &t->headers);
+    case TK_PAYLOAD:
+        return get_bytes(v, &t->payload);
+    case TK_ERRORS:
+        return decode_errors(v, t);
+    default:
+        return true; /* a newer writer's field: skip */
+    }
+}
+
+int task_rec_decode(const void *buf, size_t len, task_rec *out)
+{
+    msgpack_zone zone;
+    msgpack_object obj;
+    uint32_t i;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    rc = unpack_whole(buf, len, &zone, &obj);
+    if (rc != 0)
+        return rc;
+    rc = CLAWQ_ECORRUPT;
+    if (obj.type != MSGPACK_OBJECT_MAP)
+        goto done;
+    for (i = 0; i < obj.via.map.size; i++) {
+        const msgpack_object_kv *kv = &obj.via.map.ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+            !task_field(out, kv->key.via.u64, &kv->val))
+            goto done;
+    }
+    rc = 0;
+done:
+    msgpack_zone_destroy(&zone);
+    return rc;
+}
+
+static bool u32_field(const msgpack_object *v, uint32_t *out)
+{
+    uint64_t x;
+    if (!get_u64(v, UINT32_MAX, &x))
+        return false;
+    *out = (uint32_t)x;
+    return true;
+}
+
+static bool queue_field(queue_rec *q, uint64_t key, const msgpack_object *v)
+{
+    queue_settings *s = &q->settings;
+    queue_counters *c = &q->counters;
+    uint64_t x;
+
+    switch (key) {
+    case QK_QID:
+        return u32_field(v, &q->qid);
+    case QK_CREATED:
+        return get_u64(v, UINT64_MAX, &q->created_ms);
+    case QK_OLDEST_READY:
+        return get_u64(v, UINT64_MAX, &q->oldest_ready_ms);
+    case QK_LEASE_MS:
+        return u32_field(v, &s->lease_ms);
+    case QK_MAX_ATTEMPTS:
+        return u32_field(v, &s->max_attempts);
+    case QK_BACKOFF_BASE:
+        return u32_field(v, &s->backoff_base_ms);
+    case QK_BACKOFF_MAX:
+        return u32_field(v, &s->backoff_max_ms);
+    case QK_MAX_DEPTH:
+        return get_u64(v, UINT64_MAX, &s->max_depth);
+    case QK_MAX_PAYLOAD:
+        return u32_field(v, &s->max_payload);
+    case QK_DEDUP_WINDOW:
+        return get_u64(v, UINT64_MAX, &s->dedup_window_ms);
+    case QK_PAUSED:
+        if (!get_u64(v, 1, &x))
+            return false;
+        s->paused = x != 0;
+        return true;
+    case QK_READY:
+        return get_u64(v, UINT64_MAX, &c->ready);
+    case QK_DELAYED:
+        return get_u64(v, UINT64_MAX, &c->delayed);
+    case QK_LEASED:
+        return get_u64(v, UINT64_MAX, &c->leased);
+    case QK_DEAD:
+        return get_u64(v, UINT64_MAX, &c->dead);
+    case QK_PUT_TOTAL:
+        return get_u64(v, UINT64_MAX, &c->put_total);
+    case QK_DEDUPED_TOTAL:
+        return get_u64(v, UINT64_MAX, &c->deduped_total);
+    case QK_LEASED_TOTAL:
+        return get_u64(v, UINT64_MAX, &c->leased_total);
+    case QK_ACKED_TOTAL:
+        return get_u64(v, UINT64_MAX, &c->acked_total);
+    case QK_NACKED_TOTAL:
+        return get_u64(v, UINT64_MAX, &c->nacked_total);
+    case QK_FAILED_TOTAL:
+        return get_u64(v, UINT64_MAX, &c->failed_total);
+    case QK_EXPIRED_TOTAL:
+        return get_u64(v, UINT64_MAX, &c->expired_total);
+    case QK_DEAD_TOTAL:
+        return get_u64(v, UINT64_MAX, &c->dead_total);
+    default:
+        return true;
+    }
+}
+
+int queue_rec_decode(const void *buf, size_t len, queue_rec *out)
+{
+    msgpack_zone zone;
+    msgpack_object obj;
+    uint32_t i;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    queue_settings_default(&out->settings);
+    rc = unpack_whole(buf, len, &zone, &obj);
+    if (rc != 0)
+        return rc;
+    rc = CLAWQ_ECORRUPT;
+    if (obj.type != MSGPACK_OBJECT_MAP)
+        goto done;
+    for (i = 0; i < obj.via.map.size; i++) {
+        const msgpack_object_kv *kv = &obj.via.map.ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+            !queue_field(out, kv->key.via.u64, &kv->val))
+            goto done;
+    }
+    rc = 0;
+done:
+    msgpack_zone_destroy(&zone);
+    return rc;
+}
+
+/* ---- keys ---- */
+
+size_t key_task(uint8_t *key, uint64_t id)
+{
+    cq_put_be64(key, id);
+    return KEY_TASK_LEN;
+}
+
+size_t key_ready(uint8_t *key, uint32_t qid, uint8_t priority, uint64_t seq)
+{
+    cq_put_be32(key, qid);
+    key[4] = priority;
+    cq_put_be64(key + 5, seq);
+    return KEY_READY_LEN;
+}
+
+size_t key_time_id(uint8_t *key, uint64_t at_ms, uint64_t id)
+{
+    cq_put_be64(key, at_ms);
+    cq_put_be64(key + 8, id);
+    return KEY_TIME_ID_LEN;
+}
+
+size_t key_dead(uint8_t *key, uint32_t qid, uint64_t dead_at_ms, uint64_t id)
+{
+    cq_put_be32(key, qid);
+    cq_put_be64(key + 4, dead_at_ms);
+    cq_put_be64(key + 12, id);
+    return KEY_DEAD_LEN;
+}
+
+size_t key_idem(uint8_t *key, uint32_t qid, cq_bytes idem_key)
+{
+    CLAWQ_ASSERT(idem_key.len <= TASK_KEY_MAX);
+    cq_put_be32(key, qid);
+    if (idem_key.len > 0)
+        memcpy(key + 4, idem_key.ptr, idem_key.len);
+    return 4 + idem_key.len;
+}
+
+size_t key_idem_exp(uint8_t *key, uint64_t at_ms, uint32_t qid,
+                    cq_bytes idem_key)
+{
+    CLAWQ_ASSERT(idem_key.len <= TASK_KEY_MAX);
+    cq_put_be64(key, at_ms);
+    cq_put_be32(key + 8, qid);
+    if (idem_key.len > 0)
+        memcpy(key + 12, idem_key.ptr, idem_key.len);
+    return 12 + idem_key.len;
+}

@@ -1,0 +1,719 @@
+/* store.c: the LMDB environment. See store.h for the contract.
+ *
+ * Map growth: LMDB cannot grow the map inside a transaction, and remapping
+ * while a read transaction of this process is reading would pull the map
+ * from under it. So growth happens between transactions (fsm_apply aborts,
+ * grows, retries) and only while no snapshot is pinned.
+ *
+ * Snapshot layout (all integers big-endian):
+ *   "CLAWQSNP" | u32 format | u64 applied index | u32 database count |
+ *   per database: u32 db | u64 entries | (u32 klen, key, u32 vlen, val)* |
+ *   u64 FNV-1a of every byte before it.
+ * store_restore validates all of it (bounds, order, checksum) before it
+ * touches the environment.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SNAP_MAGIC "CLAWQSNP"
+#define SNAP_FORMAT 1u
+#define SNAP_HEADER_LEN (8 + 4 + 8 + 4)
+
+static const char *const db_names[STORE_DB_COUNT] = {
+    "tasks", "ready", "delayed",   "leases",  "dead",
+    "idem",  "queues", "meta",     "deadlines", "idem_exp",
+};
+
+struct store_txn {
+    store *s;
+    MDB_txn *txn;
+    bool write;
+};
+
+struct store {
+    MDB_env *env;
+    MDB_dbi dbi[STORE_DB_COUNT];
+    size_t map_size;
+    size_t map_max;
+    int pins; /* pinned snapshots: the map may not move */
+    struct store_txn wtxn;
+};
+
+struct store_cursor {
+    MDB_cursor *cur;
+};
+
+struct store_snap {
+    store *s;
+    MDB_txn *txn;
+    uint64_t index;
+};
+
+static int err_from_mdb(int rc)
+{
+    switch (rc) {
+    case MDB_SUCCESS:
+        return 0;
+    case MDB_NOTFOUND:
+        return CLAWQ_ENOT_FOUND;
+    case MDB_MAP_FULL:
+    case MDB_TXN_FULL:
+        return CLAWQ_ESTORAGE_FULL;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+        return CLAWQ_ECORRUPT;
+    case ENOMEM:
+        return CLAWQ_ENOMEM;
+    case MDB_KEYEXIST:
+    case EINVAL:
+    case MDB_BAD_VALSIZE:
+        return CLAWQ_EINVALID;
+    default:
+        return CLAWQ_EIO;
+    }
+}
+
+static MDB_val mval(cq_bytes b)
+{
+    MDB_val v;
+    v.mv_size = b.len;
+    v.mv_data = (void *)(uintptr_t)b.ptr;
+    return v;
+}
+
+static cq_bytes bval(MDB_val v)
+{
+    return cq_bytes_of(v.mv_data, v.mv_size);
+}
+
+static const cq_bytes meta_schema = {(const uint8_t *)"schema", 6};
+static const cq_bytes meta_applied = {(const uint8_t *)"applied", 7};
+
+static int open_dbs(store *s)
+{
+    MDB_txn *txn;
+    MDB_val k, v;
+    uint8_t ver[4];
+    int rc, i;
+
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0)
+        return rc;
+    for (i = 0; i < STORE_DB_COUNT; i++) {
+        rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i]);
+        if (rc != 0)
+            goto abort;
+    }
+    k = mval(meta_schema);
+    rc = mdb_get(txn, s->dbi[STORE_DB_META], &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        cq_put_be32(ver, STORE_SCHEMA_VERSION);
+        v.mv_data = ver;
+        v.mv_size = sizeof(ver);
+        rc = mdb_put(txn, s->dbi[STORE_DB_META], &k, &v, 0);
+        if (rc != 0)
+            goto abort;
+    } else if (rc != 0) {
+        goto abort;
+    } else if (v.mv_size != 4 ||
+               cq_get_be32(v.mv_data) != STORE_SCHEMA_VERSION) {
+        fprintf(stderr,
+                "store: unsupported schema version (this build reads %d)\n",
+                STORE_SCHEMA_VERSION);
+        mdb_txn_abort(txn);
+        return MDB_VERSION_MISMATCH;
+    }
+    return mdb_txn_commit(txn);
+abort:
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int store_open(const char *dir, const store_opts *opts, store **out)
+{
+    store_opts def = {0};
+    unsigned flags = MDB_NOTLS;
+    store *s;
+    int rc;
+
+    if (opts == NULL)
+        opts = &def;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return CLAWQ_ENOMEM;
+    s->map_size = opts->map_size ? opts->map_size : (size_t)64 << 20;
+    s->map_max = opts->map_max ? opts->map_max : (size_t)64 << 30;
+    if (s->map_max < s->map_size)
+        s->map_max = s->map_size;
+    if (opts->nosync)
+        flags |= MDB_NOSYNC;
+
+    rc = mdb_env_create(&s->env);
+    if (rc != 0)
+        goto fail;
+    if ((rc = mdb_env_set_maxdbs(s->env, STORE_DB_COUNT)) != 0 ||
+        (rc = mdb_env_set_maxreaders(s->env, 126)) != 0 ||
+        (rc = mdb_env_set_mapsize(s->env, s->map_size)) != 0)
+        goto fail_env;
+    rc = mdb_env_open(s->env, dir, flags, 0644);
+    if (rc != 0) {
+        fprintf(stderr, "store: cannot open LMDB in %s: %s\n", dir,
+                mdb_strerror(rc));
+        goto fail_env;
+    }
+    /* An existing environment may be larger than asked for. */
+    {
+        MDB_envinfo info;
+        mdb_env_info(s->env, &info);
+        if (info.me_mapsize > s->map_size)
+            s->map_size = info.me_mapsize;
+        if (s->map_max < s->map_size)
+            s->map_max = s->map_size;
+    }
+    rc = open_dbs(s);
+    if (rc != 0) {
+        if (rc != MDB_VERSION_MISMATCH)
+            fprintf(stderr, "store: cannot open databases in %s: %s\n", dir,
+                    mdb_strerror(rc));
+        goto fail_env;
+    }
+    *out = s;
+    return 0;
+fail_env:
+    mdb_env_close(s->env);
+fail:
+    free(s);
+    rc = err_from_mdb(rc);
+    return rc == CLAWQ_EINVALID ? CLAWQ_EIO : rc;
+}
+
+void store_close(store *s)
+{
+    if (s == NULL)
+        return;
+    CLAWQ_ASSERT(s->pins == 0 && s->wtxn.txn == NULL);
+    mdb_env_close(s->env);
+    free(s);
+}
+
+size_t store_map_size(const store *s)
+{
+    return s->map_size;
+}
+
+int store_map_grow(store *s)
+{
+    size_t next;
+    int rc;
+
+    if (s->map_size >= s->map_max || s->pins > 0 || s->wtxn.txn != NULL)
+        return CLAWQ_ESTORAGE_FULL;
+    next = s->map_size > s->map_max / 2 ? s->map_max : s->map_size * 2;
+    rc = mdb_env_set_mapsize(s->env, next);
+    if (rc != 0)
+        return err_from_mdb(rc);
+    s->map_size = next;
+    return 0;
+}
+
+int store_txn_begin(store *s, bool write, store_txn **out)
+{
+    store_txn *t;
+    int rc;
+
+    if (write) {
+        CLAWQ_ASSERT(s->wtxn.txn == NULL);
+        t = &s->wtxn;
+    } else {
+        t = malloc(sizeof(*t));
+        if (t == NULL)
+            return CLAWQ_ENOMEM;
+    }
+    t->s = s;
+    t->write = write;
+    rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+    if (rc != 0) {
+        t->txn = NULL;
+        if (!write)
+            free(t);
+        return err_from_mdb(rc);
+    }
+    *out = t;
+    return 0;
+}
+
+static void txn_release(store_txn *t)
+{
+    t->txn = NULL;
+    if (!t->write)
+        free(t);
+}
+
+int store_txn_commit(store_txn *t)
+{
+    int rc = mdb_txn_commit(t->txn);
+    txn_release(t);
+    return err_from_mdb(rc);
+}
+
+void store_txn_abort(store_txn *t)
+{
+    if (t == NULL)
+        return;
+    mdb_txn_abort(t->txn);
+    txn_release(t);
+}
+
+int store_get(store_txn *t, store_db db, cq_bytes key, cq_bytes *val)
+{
+    MDB_val k = mval(key), v;
+    int rc = mdb_get(t->txn, t->s->dbi[db], &k, &v);
+    if (rc != 0)
+        return err_from_mdb(rc);
+    *val = bval(v);
+    return 0;
+}
+
+int store_put(store_txn *t, store_db db, cq_bytes key, cq_bytes val)
+{
+    MDB_val k = mval(key), v = mval(val);
+    return err_from_mdb(mdb_put(t->txn, t->s->dbi[db], &k, &v, 0));
+}
+
+int store_del(store_txn *t, store_db db, cq_bytes key)
+{
+    MDB_val k = mval(key);
+    return err_from_mdb(mdb_del(t->txn, t->s->dbi[db], &k, NULL));
+}
+
+int store_cursor_open(store_txn *t, store_db db, store_cursor **out)
+{
+    store_cursor *c = malloc(sizeof(*c));
+    int rc;
+
+    if (c == NULL)
+        return CLAWQ_ENOMEM;
+    rc = mdb_cursor_open(t->txn, t->s->dbi[db], &c->cur);
+    if (rc != 0) {
+        free(c);
+        return err_from_mdb(rc);
+    }
+    *out = c;
+    return 0;
+}
+
+void store_cursor_close(store_cursor *c)
+{
+    if (c == NULL)
+        return;
+    mdb_cursor_close(c->cur);
+    free(c);
+}
+
+static int cursor_get(store_cursor *c, MDB_val *k, MDB_cursor_op op,
+                      cq_bytes *kout, cq_bytes *vout)
+{
+    MDB_val v;
+    int rc = mdb_cursor_get(c->cur, k, &v, op);
+    if (rc != 0)
+        return err_from_mdb(rc);
+    if (kout != NULL)
+        *kout = bval(*k);
+    if (vout != NULL)
+        *vout = bval(v);
+    return 0;
+}
+
+int store_cursor_seek(store_cursor *c, cq_bytes key, cq_bytes *k, cq_bytes *v)
+{
+    MDB_val mk = mval(key);
+    return cursor_get(c, &mk, key.len ? MDB_SET_RANGE : MDB_FIRST, k, v);
+}
+
+int store_cursor_next(store_cursor *c, cq_bytes *k, cq_bytes *v)
+{
+    MDB_val mk = {0, NULL};
+    return cursor_get(c, &mk, MDB_NEXT, k, v);
+}
+
+int store_cursor_del(store_cursor *c)
+{
+    /* LMDB marks the cursor so that the next MDB_NEXT returns the entry
+     * that followed the deleted one. */
+    return err_from_mdb(mdb_cursor_del(c->cur, 0));
+}
+
+int store_db_count(store_txn *t, store_db db, uint64_t *out)
+{
+    MDB_stat st;
+    int rc = mdb_stat(t->txn, t->s->dbi[db], &st);
+    if (rc != 0)
+        return err_from_mdb(rc);
+    *out = st.ms_entries;
+    return 0;
+}
+
+static int applied_get(MDB_txn *txn, MDB_dbi meta, uint64_t *index)
+{
+    MDB_val k = mval(meta_applied), v;
+    int rc = mdb_get(txn, meta, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        *index = 0;
+        return 0;
+    }
+    if (rc != 0)
+        return err_from_mdb(rc);
+    if (v.mv_size != 8)
+        return CLAWQ_ECORRUPT;
+    *index = cq_get_be64(v.mv_data);
+    return 0;
+}
+
+int store_applied_get(store_txn *t, uint64_t *index)
+{
+    return applied_get(t->txn, t->s->dbi[STORE_DB_META], index);
+}
+
+int store_applied_set(store_txn *t, uint64_t index)
+{
+    uint8_t v[8];
+    cq_put_be64(v, index);
+    return store_put(t, STORE_DB_META, meta_applied, cq_bytes_of(v, 8));
+}
+
+/* ---- snapshots ---- */
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    size_t i;
+    for (i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+#define FNV_INIT 0xcbf29ce484222325ULL
+
+int store_snapshot_begin(store *s, store_snap **out)
+{
+    store_snap *snap = calloc(1, sizeof(*snap));
+    int rc;
+
+    if (snap == NULL)
+        return CLAWQ_ENOMEM;
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &snap->txn);
+    if (rc != 0) {
+        free(snap);
+        return err_from_mdb(rc);
+    }
+    rc = applied_get(snap->txn, s->dbi[STORE_DB_META], &snap->index);
+    if (rc != 0) {
+        mdb_txn_abort(snap->txn);
+        free(snap);
+        return rc;
+    }
+    snap->s = s;
+    s->pins++;
+    *out = snap;
+    return 0;
+}
+
+uint64_t store_snapshot_index(const store_snap *snap)
+{
+    return snap->index;
+}
+
+typedef struct snap_out {
+    void *(*realloc_fn)(void *, size_t);
+    uint8_t *p;
+    size_t len, cap;
+} snap_out;
+
+static int out_append(snap_out *o, const void *data, size_t n)
+{
+    if (o->cap - o->len < n) {
+        size_t cap = o->cap ? o->cap : 64 * 1024;
+        uint8_t *p;
+        while (cap - o->len < n)
+            cap *= 2;
+        p = o->realloc_fn(o->p, cap);
+        if (p == NULL)
+            return CLAWQ_ENOMEM;
+        o->p = p;
+        o->cap = cap;
+    }
+    memcpy(o->p + o->len, data, n);
+    o->len += n;
+    return 0;
+}
+
+static int out_u32(snap_out *o, uint32_t v)
+{
+    uint8_t b[4];
+    cq_put_be32(b, v);
+    return out_append(o, b, 4);
+}
+
+static int out_u64(snap_out *o, uint64_t v)
+{
+    uint8_t b[8];
+    cq_put_be64(b, v);
+    return out_append(o, b, 8);
+}
+
+static int serialize_db(store_snap *snap, int db, snap_out *o)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    size_t count_at;
+    uint64_t n = 0;
+    int rc;
+
+    rc = mdb_cursor_open(snap->txn, snap->s->dbi[db], &cur);
+    if (rc != 0)
+        return err_from_mdb(rc);
+    if ((rc = out_u32(o, (uint32_t)db)) != 0)
+        goto done;
+    count_at = o->len;
+    if ((rc = out_u64(o, 0)) != 0)
+        goto done;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size > UINT32_MAX || v.mv_size > UINT32_MAX) {
+            rc = CLAWQ_ETOO_LARGE;
+            goto done;
+        }
+        if ((rc = out_u32(o, (uint32_t)k.mv_size)) != 0 ||
+            (rc = out_append(o, k.mv_data, k.mv_size)) != 0 ||
+            (rc = out_u32(o, (uint32_t)v.mv_size)) != 0 ||
+            (rc = out_append(o, v.mv_data, v.mv_size)) != 0)
+            goto done;
+        n++;
+    }
+    rc = rc == MDB_NOTFOUND ? 0 : err_from_mdb(rc);
+    if (rc == 0)
+        cq_put_be64(o->p + count_at, n);
+done:
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+int store_snapshot_serialize(store_snap *snap, const store_alloc *alloc,
+                             void **buf, size_t *len)
+{
+    snap_out o = {alloc ? alloc->realloc_fn : realloc, NULL, 0, 0};
+    int rc, db;
+
+    if ((rc = out_append(&o, SNAP_MAGIC, 8)) != 0 ||
+        (rc = out_u32(&o, SNAP_FORMAT)) != 0 ||
+        (rc = out_u64(&o, snap->index)) != 0 ||
+        (rc = out_u32(&o, STORE_DB_COUNT)) != 0)
+        goto fail;
+    for (db = 0; db < STORE_DB_COUNT; db++) {
+        if ((rc = serialize_db(snap, db, &o)) != 0)
+            goto fail;
+    }
+    if ((rc = out_u64(&o, fnv1a(FNV_INIT, o.p, o.len))) != 0)
+        goto fail;
+    *buf = o.p;
+    *len = o.len;
+    return 0;
+fail:
+    if (alloc != NULL)
+        alloc->free_fn(o.p);
+    else
+        free(o.p);
+    return rc;
+}
+
+void store_snapshot_end(store_snap *snap)
+{
+    if (snap == NULL)
+        return;
+    mdb_txn_abort(snap->txn);
+    snap->s->pins--;
+    free(snap);
+}
+
+/* A bounds-checked reader over a snapshot buffer. */
+typedef struct snap_in {
+    const uint8_t *p;
+    size_t len, off;
+} snap_in;
+
+static bool in_take(snap_in *in, size_t n, const uint8_t **out)
+{
+    if (in->len - in->off < n)
+        return false;
+    *out = in->p + in->off;
+    in->off += n;
+    return true;
+}
+
+static bool in_u32(snap_in *in, uint32_t *v)
+{
+    const uint8_t *p;
+    if (!in_take(in, 4, &p))
+        return false;
+    *v = cq_get_be32(p);
+    return true;
+}
+
+static bool in_u64(snap_in *in, uint64_t *v)
+{
+    const uint8_t *p;
+    if (!in_take(in, 8, &p))
+        return false;
+    *v = cq_get_be64(p);
+    return true;
+}
+
+/* Walks the snapshot; with txn == NULL only validates (sizes, key order,
+ * database numbers), otherwise also loads every entry with MDB_APPEND. */
+static int snap_walk(store *s, const uint8_t *buf, size_t len, MDB_txn *txn,
+                     uint64_t *index)
+{
+    snap_in in = {buf, len - 8, 0};
+    const uint8_t *magic, *key, *val, *prev;
+    uint32_t format, ndb, db, klen, vlen, prev_len;
+    uint64_t n, i;
+    int rc, expect;
+
+    if (!in_take(&in, 8, &magic) || memcmp(magic, SNAP_MAGIC, 8) != 0 ||
+        !in_u32(&in, &format) || format != SNAP_FORMAT ||
+        !in_u64(&in, index) || !in_u32(&in, &ndb) || ndb != STORE_DB_COUNT)
+        return CLAWQ_ECORRUPT;
+    for (expect = 0; expect < STORE_DB_COUNT; expect++) {
+        if (!in_u32(&in, &db) || db != (uint32_t)expect || !in_u64(&in, &n))
+            return CLAWQ_ECORRUPT;
+        prev = NULL;
+        prev_len = 0;
+        for (i = 0; i < n; i++) {
+            if (!in_u32(&in, &klen) || klen == 0 || klen > 511 ||
+                !in_take(&in, klen, &key) || !in_u32(&in, &vlen) ||
+                !in_take(&in, vlen, &val))
+                return CLAWQ_ECORRUPT;
+            if (prev != NULL) {
+                size_t m = prev_len < klen ? prev_len : klen;
+                int c = memcmp(prev, key, m);
+                if (c > 0 || (c == 0 && prev_len >= klen))
+                    return CLAWQ_ECORRUPT;
+            }
+            prev = key;
+            prev_len = klen;
+            if (txn != NULL) {
+                MDB_val k = {klen, (void *)(uintptr_t)key};
+                MDB_val v = {vlen, (void *)(uintptr_t)val};
+                rc = mdb_put(txn, s->dbi[db], &k, &v, MDB_APPEND);
+                if (rc != 0)
+                    return err_from_mdb(rc);
+            }
+        }
+    }
+    return in.off == in.len ? 0 : CLAWQ_ECORRUPT;
+}
+
+static int restore_once(store *s, const uint8_t *buf, size_t len)
+{
+    MDB_txn *txn;
+    int rc, db;
+    uint64_t index;
+
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0)
+        return err_from_mdb(rc);
+    for (db = 0; db < STORE_DB_COUNT; db++) {
+        rc = mdb_drop(txn, s->dbi[db], 0);
+        if (rc != 0) {
+            mdb_txn_abort(txn);
+            return err_from_mdb(rc);
+        }
+    }
+    rc = snap_walk(s, buf, len, txn, &index);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return err_from_mdb(mdb_txn_commit(txn));
+}
+
+int store_restore(store *s, const void *buf, size_t len, bool *replaced)
+{
+    const uint8_t *p = buf;
+    uint64_t snap_index, applied;
+    MDB_txn *txn;
+    int rc;
+
+    *replaced = false;
+    if (len < SNAP_HEADER_LEN + 8 ||
+        fnv1a(FNV_INIT, p, len - 8) != cq_get_be64(p + len - 8))
+        return CLAWQ_ECORRUPT;
+    rc = snap_walk(s, p, len, NULL, &snap_index);
+    if (rc != 0)
+        return rc;
+
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return err_from_mdb(rc);
+    rc = applied_get(txn, s->dbi[STORE_DB_META], &applied);
+    mdb_txn_abort(txn);
+    if (rc != 0)
+        return rc;
+    if (snap_index <= applied)
+        return 0;
+
+    while ((rc = restore_once(s, p, len)) == CLAWQ_ESTORAGE_FULL) {
+        if (store_map_grow(s) != 0)
+            return CLAWQ_ESTORAGE_FULL;
+    }
+    if (rc == 0)
+        *replaced = true;
+    return rc;
+}
+
+int store_digest(store *s, uint64_t *digest)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint64_t h = FNV_INIT;
+    uint8_t len4[4];
+    int rc, db;
+
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return err_from_mdb(rc);
+    for (db = 0; db < STORE_DB_COUNT; db++) {
+        rc = mdb_cursor_open(txn, s->dbi[db], &cur);
+        if (rc != 0)
+            break;
+        cq_put_be32(len4, (uint32_t)db);
+        h = fnv1a(h, len4, 4);
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            cq_put_be32(len4, (uint32_t)k.mv_size);
+            h = fnv1a(h, len4, 4);
+            h = fnv1a(h, k.mv_data, k.mv_size);
+            cq_put_be32(len4, (uint32_t)v.mv_size);
+            h = fnv1a(h, len4, 4);
+            h = fnv1a(h, v.mv_data, v.mv_size);
+        }
+        mdb_cursor_close(cur);
+        if (rc != MDB_NOTFOUND)
+            break;
+        rc = 0;
+    }
+    mdb_txn_abort(txn);
+    if (rc != 0)
+        return err_from_mdb(rc);
+    *digest = h;
+    return 0;
+}
