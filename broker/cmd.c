@@ -13,15 +13,15 @@
 #define NOW_OFF 3
 #define COUNT_OFF 12
 
-static const uint8_t envelope[ENVELOPE_LEN] = {
-    0x93, CMD_FORMAT_VERSION, 0xcf, [COUNT_OFF - 1] = 0xdd};
+static const uint8_t envelope[ENVELOPE_LEN] = {0x93, CMD_FORMAT_VERSION, 0xcf,
+                                               [COUNT_OFF - 1] = 0xdd};
 
 const char *cmd_type_name(int type)
 {
     static const char *const names[] = {
-        "",          "put",          "lease",        "extend",
-        "ack",       "nack",         "fail",         "tick",
-        "queue_set", "queue_pause",  "queue_resume", "dlq_replay",
+        "",          "put",         "lease",        "extend",
+        "ack",       "nack",        "fail",         "tick",
+        "queue_set", "queue_pause", "queue_resume", "dlq_replay",
         "dlq_purge", "queue_purge",
     };
     if (type < 0 || (size_t)type >= sizeof(names) / sizeof(names[0]))
@@ -335,7 +335,8 @@ static int decode_op(const msgpack_object *o, cmd_op *op)
         cmd_put *p = &op->u.put;
         NEED(9);
         if (!d_bytes(&f[1], &p->queue) || !d_bytes(&f[2], &p->payload) ||
-            !d_u64(&f[3], 255, &v) || !d_u64(&f[4], UINT64_MAX, &p->run_at_ms) ||
+            !d_u64(&f[3], 255, &v) ||
+            !d_u64(&f[4], UINT64_MAX, &p->run_at_ms) ||
             !d_u64(&f[5], UINT64_MAX, &p->deadline_ms) ||
             !d_u32(&f[6], &p->max_attempts) ||
             !d_opt_bytes(&f[7], &present, &p->idem_key) ||
@@ -457,11 +458,9 @@ int cmd_decode(const void *buf, size_t len, cmd_batch **out)
     if (obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size != 3)
         goto fail;
     f = obj.via.array.ptr;
-    if (!d_u64(&f[0], UINT64_MAX, &version) ||
-        version != CMD_FORMAT_VERSION ||
+    if (!d_u64(&f[0], UINT64_MAX, &version) || version != CMD_FORMAT_VERSION ||
         !d_u64(&f[1], UINT64_MAX, &b->pub.now_ms) ||
-        f[2].type != MSGPACK_OBJECT_ARRAY ||
-        f[2].via.array.size > CMD_MAX_OPS)
+        f[2].type != MSGPACK_OBJECT_ARRAY || f[2].via.array.size > CMD_MAX_OPS)
         goto fail;
     ops = f[2].via.array.ptr;
     b->pub.n_ops = f[2].via.array.size;

@@ -24,9 +24,9 @@
 #include "util.h"
 
 #define CMD_FORMAT_VERSION 1
-#define CMD_MAX_OPS 65536           /* ops in one command */
-#define CMD_MAX_BYTES (64u << 20)   /* bytes of one encoded command */
-#define CMD_LEASE_MAX 1024          /* tasks one lease op may take */
+#define CMD_MAX_OPS 65536         /* ops in one command */
+#define CMD_MAX_BYTES (64u << 20) /* bytes of one encoded command */
+#define CMD_LEASE_MAX 1024        /* tasks one lease op may take */
 
 enum cmd_type {
     CMD_PUT = 1,
@@ -50,11 +50,11 @@ const char *cmd_type_name(int type);
 typedef struct cmd_put {
     cq_bytes queue;
     cq_bytes payload;
-    cq_bytes idem_key;       /* len 0 = none */
-    cq_bytes headers;        /* msgpack array of strings; len 0 = none */
-    uint64_t run_at_ms;      /* absolute; <= now means ready now */
-    uint64_t deadline_ms;    /* absolute; 0 = none */
-    uint32_t max_attempts;   /* 0 = the queue's */
+    cq_bytes idem_key;     /* len 0 = none */
+    cq_bytes headers;      /* msgpack array of strings; len 0 = none */
+    uint64_t run_at_ms;    /* absolute; <= now means ready now */
+    uint64_t deadline_ms;  /* absolute; 0 = none */
+    uint32_t max_attempts; /* 0 = the queue's */
     uint8_t priority;
 } cmd_put;
 

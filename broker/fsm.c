@@ -462,8 +462,7 @@ static int task_save(ctx *c, const task_rec *t)
 static int task_delete(ctx *c, uint64_t id)
 {
     uint8_t key[KEY_TASK_LEN];
-    return store_del(c->t, STORE_DB_TASKS,
-                     cq_bytes_of(key, key_task(key, id)));
+    return store_del(c->t, STORE_DB_TASKS, cq_bytes_of(key, key_task(key, id)));
 }
 
 static int index_put(ctx *c, store_db db, const uint8_t *key, size_t len,
@@ -542,8 +541,8 @@ static int enter_delayed(ctx *c, qentry *q, task_rec *t, uint64_t run_at)
     t->run_at_ms = run_at;
     q->dirty = true;
     q->rec.counters.delayed++;
-    return index_put(c, STORE_DB_DELAYED, key,
-                     key_time_id(key, run_at, t->id), cq_bytes_of(NULL, 0));
+    return index_put(c, STORE_DB_DELAYED, key, key_time_id(key, run_at, t->id),
+                     cq_bytes_of(NULL, 0));
 }
 
 static int deadline_del(ctx *c, const task_rec *t)
@@ -577,8 +576,8 @@ static int enter_dead(ctx *c, qentry *q, task_rec *t, int reason)
 
 static void push_error(ctx *c, task_rec *t, cq_bytes msg)
 {
-    uint32_t n = t->n_errors < TASK_MAX_ERRORS ? t->n_errors + 1
-                                               : TASK_MAX_ERRORS;
+    uint32_t n =
+        t->n_errors < TASK_MAX_ERRORS ? t->n_errors + 1 : TASK_MAX_ERRORS;
 
     memmove(&t->errors[1], &t->errors[0], (n - 1) * sizeof(t->errors[0]));
     if (msg.len > TASK_ERROR_MAX)
@@ -589,8 +588,8 @@ static void push_error(ctx *c, task_rec *t, cq_bytes msg)
     t->n_errors = n;
 }
 
-uint64_t fsm_backoff_ms(const queue_settings *qs, uint32_t attempt,
-                        uint64_t id, uint64_t lease_id)
+uint64_t fsm_backoff_ms(const queue_settings *qs, uint32_t attempt, uint64_t id,
+                        uint64_t lease_id)
 {
     uint64_t d = qs->backoff_base_ms, cap = qs->backoff_max_ms, half;
     uint32_t i;
@@ -690,7 +689,8 @@ static int lease_check(ctx *c, uint64_t id, uint64_t lease_id, task_rec *t,
     if (rc != 0)
         return rc;
     if (t->state != TASK_LEASED || t->lease_id != lease_id)
-        return fail_detail(c, CLAWQ_ELEASE_LOST, t->state != TASK_LEASED ? "task is not leased"
+        return fail_detail(c, CLAWQ_ELEASE_LOST,
+                           t->state != TASK_LEASED ? "task is not leased"
                                                    : "lease was re-issued");
     return queue_by_qid(c, t->qid, q);
 }
@@ -767,7 +767,8 @@ static int op_put(ctx *c, const cmd_put *p, fsm_op_result *out)
         return rc;
     n = &q->rec.counters;
     if (p->payload.len > q->rec.settings.max_payload)
-        return fail_detail(c, CLAWQ_ETOO_LARGE, "payload over the queue's max_payload");
+        return fail_detail(c, CLAWQ_ETOO_LARGE,
+                           "payload over the queue's max_payload");
 
     if (p->idem_key.len > 0) {
         rc = store_get(c->t, STORE_DB_IDEM,
@@ -785,9 +786,8 @@ static int op_put(ctx *c, const cmd_put *p, fsm_op_result *out)
                 return 0;
             }
             /* A stale key the tick has not reached yet: forget it. */
-            rc = index_del(
-                c, STORE_DB_IDEM_EXP, key,
-                key_idem_exp(key, expires, q->rec.qid, p->idem_key));
+            rc = index_del(c, STORE_DB_IDEM_EXP, key,
+                           key_idem_exp(key, expires, q->rec.qid, p->idem_key));
             if (rc != 0)
                 return rc;
         } else if (rc != CLAWQ_ENOT_FOUND) {
@@ -1165,8 +1165,8 @@ static int op_queue_set(ctx *c, const cmd_queue_set *qs)
 
     if (!queue_name_is_valid(qs->queue))
         return fail_detail(c, CLAWQ_EINVALID, "invalid queue name");
-    if (((f & QSET_LEASE_MS) && (n->lease_ms == 0 ||
-                                 n->lease_ms > MAX_LEASE_MS)) ||
+    if (((f & QSET_LEASE_MS) &&
+         (n->lease_ms == 0 || n->lease_ms > MAX_LEASE_MS)) ||
         ((f & QSET_MAX_ATTEMPTS) && n->max_attempts == 0) ||
         ((f & QSET_BACKOFF_BASE_MS) && n->backoff_base_ms > MAX_LEASE_MS) ||
         ((f & QSET_BACKOFF_MAX_MS) && n->backoff_max_ms > 7 * MAX_LEASE_MS) ||
@@ -1194,7 +1194,8 @@ static int op_queue_set(ctx *c, const cmd_queue_set *qs)
     if (f & QSET_DEDUP_WINDOW_MS)
         next.dedup_window_ms = n->dedup_window_ms;
     if (next.backoff_max_ms < next.backoff_base_ms)
-        return fail_detail(c, CLAWQ_EINVALID, "backoff_max_ms below backoff_base_ms");
+        return fail_detail(c, CLAWQ_EINVALID,
+                           "backoff_max_ms below backoff_base_ms");
     q->rec.settings = next;
     q->dirty = true;
     return 0;
@@ -1645,8 +1646,8 @@ int fsm_queue_list(store *s, fsm_queue_stats **out, size_t *n)
 
 /* Walks a database from `start`, handing each entry's task id to the
  * result when `want` accepts the task. */
-static int peek_walk(ctx *c, qentry *q, store_db db, cq_bytes start,
-                     size_t max, int state)
+static int peek_walk(ctx *c, qentry *q, store_db db, cq_bytes start, size_t max,
+                     int state)
 {
     store_cursor *cur;
     cq_bytes k, v;

@@ -28,7 +28,7 @@
  * Byte fields point into the owning fsm_result's arena. */
 typedef struct fsm_task {
     uint64_t id;
-    uint8_t state;    /* enum task_state */
+    uint8_t state; /* enum task_state */
     uint8_t priority;
     uint8_t dead_reason;
     uint32_t attempt;
@@ -48,20 +48,20 @@ typedef struct fsm_task {
 
 /* The outcome of one op. */
 typedef struct fsm_op_result {
-    int status;      /* 0 or a negative clawq_err */
-    uint8_t type;    /* enum cmd_type */
-    bool duplicate;  /* put: answered by the idempotency key */
-    uint64_t id;     /* put: the task id; settle/extend: the task */
-    uint64_t value;  /* extend: new expiry; replay/purge: tasks affected;
-                        tick: items handled */
-    bool more;       /* tick: more items were due than `max` */
+    int status;     /* 0 or a negative clawq_err */
+    uint8_t type;   /* enum cmd_type */
+    bool duplicate; /* put: answered by the idempotency key */
+    uint64_t id;    /* put: the task id; settle/extend: the task */
+    uint64_t value; /* extend: new expiry; replay/purge: tasks affected;
+                       tick: items handled */
+    bool more;      /* tick: more items were due than `max` */
     size_t first_task, n_tasks; /* lease: the tasks in result->tasks */
 } fsm_op_result;
 
 /* What one fsm_apply (or a read) produced. Reused across calls. */
 typedef struct fsm_result {
-    uint64_t index;  /* the Raft index applied */
-    bool skipped;    /* at or below the applied index: nothing done */
+    uint64_t index; /* the Raft index applied */
+    bool skipped;   /* at or below the applied index: nothing done */
     size_t n_ops;
     fsm_op_result *ops;
     size_t n_tasks;
@@ -93,8 +93,8 @@ int fsm_apply(store *s, uint64_t index, const void *buf, size_t len,
  * d = min(backoff_max_ms, backoff_base_ms * 2^(attempt - 1)), then "equal
  * jitter": d/2 + (cq_mix64(id ^ (lease_id << 1)) % (d/2 + 1)). Pure, so
  * every replica draws the same delay; exposed for tests. */
-uint64_t fsm_backoff_ms(const queue_settings *qs, uint32_t attempt,
-                        uint64_t id, uint64_t lease_id);
+uint64_t fsm_backoff_ms(const queue_settings *qs, uint32_t attempt, uint64_t id,
+                        uint64_t lease_id);
 
 /* Read side. */
 
@@ -112,8 +112,7 @@ int fsm_queue_list(store *s, fsm_queue_stats **out, size_t *n);
 /* Up to `max` tasks of a queue in one state, without changing them, into
  * res->tasks (reset first): ready in lease order, delayed by run_at, leased
  * by expiry, dead by dead_at. CLAWQ_ENOT_FOUND for an unknown queue. */
-int fsm_peek(store *s, cq_bytes queue, int state, size_t max,
-             fsm_result *res);
+int fsm_peek(store *s, cq_bytes queue, int state, size_t max, fsm_result *res);
 
 /* Dead tasks of a queue that match the filter (the fields of cmd_dlq;
  * max 0 = CMD_DLQ_DEFAULT), oldest first, starting after task `after_id`

@@ -178,9 +178,9 @@ int task_rec_encode(const task_rec *t, cq_buf *out)
          COUNT_U(t->run_at_ms) + COUNT_U(t->deadline_ms) + COUNT_U(t->seq) +
          COUNT_U(t->ready_at_ms) + COUNT_U(t->lease_id) +
          COUNT_U(t->lease_expires_ms) + COUNT_U(t->progress) +
-         COUNT_U(t->dead_at_ms) + COUNT_B(t->worker) +
-         COUNT_B(t->checkpoint) + COUNT_B(t->idem_key) +
-         COUNT_B(t->headers) + COUNT_B(t->payload) + COUNT_U(t->n_errors);
+         COUNT_U(t->dead_at_ms) + COUNT_B(t->worker) + COUNT_B(t->checkpoint) +
+         COUNT_B(t->idem_key) + COUNT_B(t->headers) + COUNT_B(t->payload) +
+         COUNT_U(t->n_errors);
 
     enc_init(&e, out);
     msgpack_pack_map(&e.pk, n);
@@ -302,28 +302,102 @@ bool mp_is_bounded(const void *buf, size_t len, unsigned max_depth)
             skip = b & 0x1f;
         } else {
             switch (b) {
-            case 0xc4: case 0xd9: NEED(1); skip = p[off]; off += 1; break;
-            case 0xc5: case 0xda: NEED(2); skip = ((uint64_t)p[off] << 8) | p[off + 1]; off += 2; break;
-            case 0xc6: case 0xdb: NEED(4); skip = cq_get_be32(p + off); off += 4; break;
-            case 0xc7: NEED(1); skip = 1 + (uint64_t)p[off]; off += 1; break;
-            case 0xc8: NEED(2); skip = 1 + (((uint64_t)p[off] << 8) | p[off + 1]); off += 2; break;
-            case 0xc9: NEED(4); skip = 1 + (uint64_t)cq_get_be32(p + off); off += 4; break;
-            case 0xca: skip = 4; break;
-            case 0xcb: skip = 8; break;
-            case 0xcc: case 0xd0: skip = 1; break;
-            case 0xcd: case 0xd1: skip = 2; break;
-            case 0xce: case 0xd2: skip = 4; break;
-            case 0xcf: case 0xd3: skip = 8; break;
-            case 0xd4: skip = 2; break;
-            case 0xd5: skip = 3; break;
-            case 0xd6: skip = 5; break;
-            case 0xd7: skip = 9; break;
-            case 0xd8: skip = 17; break;
-            case 0xdc: NEED(2); n = ((uint64_t)p[off] << 8) | p[off + 1]; off += 2; mult = 1; break;
-            case 0xdd: NEED(4); n = cq_get_be32(p + off); off += 4; mult = 1; break;
-            case 0xde: NEED(2); n = ((uint64_t)p[off] << 8) | p[off + 1]; off += 2; mult = 2; break;
-            case 0xdf: NEED(4); n = cq_get_be32(p + off); off += 4; mult = 2; break;
-            default: return false;
+            case 0xc4:
+            case 0xd9:
+                NEED(1);
+                skip = p[off];
+                off += 1;
+                break;
+            case 0xc5:
+            case 0xda:
+                NEED(2);
+                skip = ((uint64_t)p[off] << 8) | p[off + 1];
+                off += 2;
+                break;
+            case 0xc6:
+            case 0xdb:
+                NEED(4);
+                skip = cq_get_be32(p + off);
+                off += 4;
+                break;
+            case 0xc7:
+                NEED(1);
+                skip = 1 + (uint64_t)p[off];
+                off += 1;
+                break;
+            case 0xc8:
+                NEED(2);
+                skip = 1 + (((uint64_t)p[off] << 8) | p[off + 1]);
+                off += 2;
+                break;
+            case 0xc9:
+                NEED(4);
+                skip = 1 + (uint64_t)cq_get_be32(p + off);
+                off += 4;
+                break;
+            case 0xca:
+                skip = 4;
+                break;
+            case 0xcb:
+                skip = 8;
+                break;
+            case 0xcc:
+            case 0xd0:
+                skip = 1;
+                break;
+            case 0xcd:
+            case 0xd1:
+                skip = 2;
+                break;
+            case 0xce:
+            case 0xd2:
+                skip = 4;
+                break;
+            case 0xcf:
+            case 0xd3:
+                skip = 8;
+                break;
+            case 0xd4:
+                skip = 2;
+                break;
+            case 0xd5:
+                skip = 3;
+                break;
+            case 0xd6:
+                skip = 5;
+                break;
+            case 0xd7:
+                skip = 9;
+                break;
+            case 0xd8:
+                skip = 17;
+                break;
+            case 0xdc:
+                NEED(2);
+                n = ((uint64_t)p[off] << 8) | p[off + 1];
+                off += 2;
+                mult = 1;
+                break;
+            case 0xdd:
+                NEED(4);
+                n = cq_get_be32(p + off);
+                off += 4;
+                mult = 1;
+                break;
+            case 0xde:
+                NEED(2);
+                n = ((uint64_t)p[off] << 8) | p[off + 1];
+                off += 2;
+                mult = 2;
+                break;
+            case 0xdf:
+                NEED(4);
+                n = cq_get_be32(p + off);
+                off += 4;
+                mult = 2;
+                break;
+            default:
+                return false;
             }
         }
 #undef NEED

@@ -127,14 +127,14 @@ bool mp_is_bounded(const void *buf, size_t len, unsigned max_depth);
 
 /* Key layouts (big-endian, so byte order is numeric order). Each writes
  * into `key`, which must hold the stated size, and returns the length. */
-#define KEY_TASK_LEN 8       /* id */
-#define KEY_READY_LEN 13     /* qid(4) priority(1) seq(8) */
-#define KEY_TIME_ID_LEN 16   /* at_ms(8) id(8): delayed, leases, deadlines */
-#define KEY_DEAD_LEN 20      /* qid(4) dead_at(8) id(8) */
+#define KEY_TASK_LEN 8     /* id */
+#define KEY_READY_LEN 13   /* qid(4) priority(1) seq(8) */
+#define KEY_TIME_ID_LEN 16 /* at_ms(8) id(8): delayed, leases, deadlines */
+#define KEY_DEAD_LEN 20    /* qid(4) dead_at(8) id(8) */
 #define KEY_IDEM_MAX (4 + TASK_KEY_MAX)      /* qid(4) key */
 #define KEY_IDEM_EXP_MAX (12 + TASK_KEY_MAX) /* at_ms(8) qid(4) key */
-#define READY_VAL_LEN 16 /* id(8) ready_at(8) */
-#define IDEM_VAL_LEN 16  /* id(8) expires_at(8) */
+#define READY_VAL_LEN 16                     /* id(8) ready_at(8) */
+#define IDEM_VAL_LEN 16                      /* id(8) expires_at(8) */
 
 size_t key_task(uint8_t *key, uint64_t id);
 size_t key_ready(uint8_t *key, uint32_t qid, uint8_t priority, uint64_t seq);

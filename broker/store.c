@@ -25,8 +25,8 @@
 #define SNAP_HEADER_LEN (8 + 4 + 8 + 4)
 
 static const char *const db_names[STORE_DB_COUNT] = {
-    "tasks", "ready", "delayed",   "leases",  "dead",
-    "idem",  "queues", "meta",     "deadlines", "idem_exp",
+    "tasks", "ready",  "delayed", "leases",    "dead",
+    "idem",  "queues", "meta",    "deadlines", "idem_exp",
 };
 
 struct store_txn {
@@ -588,8 +588,8 @@ static int snap_walk(store *s, const uint8_t *buf, size_t len, MDB_txn *txn,
     int rc, expect;
 
     if (!in_take(&in, 8, &magic) || memcmp(magic, SNAP_MAGIC, 8) != 0 ||
-        !in_u32(&in, &format) || format != SNAP_FORMAT ||
-        !in_u64(&in, index) || !in_u32(&in, &ndb) || ndb != STORE_DB_COUNT)
+        !in_u32(&in, &format) || format != SNAP_FORMAT || !in_u64(&in, index) ||
+        !in_u32(&in, &ndb) || ndb != STORE_DB_COUNT)
         return CLAWQ_ECORRUPT;
     for (expect = 0; expect < STORE_DB_COUNT; expect++) {
         if (!in_u32(&in, &db) || db != (uint32_t)expect || !in_u64(&in, &n))

@@ -37,7 +37,7 @@ extern "C" {
  * DESIGN.md section 5 in that order; the rest are the client's own or
  * local conditions. Append only. */
 #define CLAWQ_ERRNO_MAP(X)                                                     \
-    X(INVALID, -1, "invalid argument or request")                             \
+    X(INVALID, -1, "invalid argument or request")                              \
     X(NOT_FOUND, -2, "not found")                                              \
     X(LEASE_LOST, -3, "lease lost: expired or re-issued")                      \
     X(NOT_LEADER, -4, "not the leader")                                        \
