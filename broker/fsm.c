@@ -753,7 +753,7 @@ static int op_put(ctx *c, const cmd_put *p, fsm_op_result *out)
     task_rec t;
     qentry *q;
     cq_bytes v;
-    uint64_t expires;
+    uint64_t expires, stale_expires;
     int rc;
 
     if (!queue_name_is_valid(p->queue))
@@ -770,6 +770,9 @@ static int op_put(ctx *c, const cmd_put *p, fsm_op_result *out)
         return fail_detail(c, CLAWQ_ETOO_LARGE,
                            "payload over the queue's max_payload");
 
+    /* Checks first (reads only), then writes: a failing put changes
+     * nothing. */
+    stale_expires = 0;
     if (p->idem_key.len > 0) {
         rc = store_get(c->t, STORE_DB_IDEM,
                        cq_bytes_of(key, key_idem(key, q->rec.qid, p->idem_key)),
@@ -785,11 +788,7 @@ static int op_put(ctx *c, const cmd_put *p, fsm_op_result *out)
                 q->dirty = true;
                 return 0;
             }
-            /* A stale key the tick has not reached yet: forget it. */
-            rc = index_del(c, STORE_DB_IDEM_EXP, key,
-                           key_idem_exp(key, expires, q->rec.qid, p->idem_key));
-            if (rc != 0)
-                return rc;
+            stale_expires = expires; /* the tick has not reached it yet */
         } else if (rc != CLAWQ_ENOT_FOUND) {
             return rc;
         }
@@ -797,6 +796,13 @@ static int op_put(ctx *c, const cmd_put *p, fsm_op_result *out)
     if (q->rec.settings.max_depth != 0 &&
         n->ready + n->delayed + n->leased >= q->rec.settings.max_depth)
         return fail_detail(c, CLAWQ_EQUEUE_FULL, "queue at max_depth");
+    if (stale_expires != 0) {
+        rc = index_del(
+            c, STORE_DB_IDEM_EXP, key,
+            key_idem_exp(key, stale_expires, q->rec.qid, p->idem_key));
+        if (rc != 0)
+            return rc;
+    }
 
     memset(&t, 0, sizeof(t));
     t.id = c->next_id++;

@@ -154,6 +154,8 @@ int store_open(const char *dir, const store_opts *opts, store **out)
         s->map_max = s->map_size;
     if (opts->nosync)
         flags |= MDB_NOSYNC;
+    if (opts->writemap)
+        flags |= MDB_WRITEMAP;
 
     rc = mdb_env_create(&s->env);
     if (rc != 0)

@@ -52,6 +52,11 @@ typedef struct store_opts {
     size_t map_size; /* initial map size in bytes; 0 = 64 MiB */
     size_t map_max;  /* the map never grows past this; 0 = 64 GiB */
     bool nosync;     /* MDB_NOSYNC: commits are not fsynced (log-backed) */
+    bool writemap;   /* MDB_WRITEMAP: commits write into the map directly
+                        instead of copying pages through write(2); the data
+                        file is sized to the map (sparse). Survives a killed
+                        process like the default; with nosync, a power loss
+                        is covered by the Raft log, not by LMDB. */
 } store_opts;
 
 /* Opens (creating if needed) the environment in directory `dir`, which
