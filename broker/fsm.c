@@ -101,6 +101,7 @@ void fsm_result_reset(fsm_result *r)
     struct arena_block *b;
 
     r->index = 0;
+    r->now_ms = 0;
     r->skipped = false;
     r->n_ops = 0;
     r->n_tasks = 0;
@@ -275,7 +276,7 @@ static cq_bytes qname(const qentry *q)
  * the next queue_get. */
 static int queue_get(ctx *c, cq_bytes name, bool create, qentry **out)
 {
-    qentry *q;
+    qentry *q = NULL;
     cq_bytes v;
     size_t i;
     int rc;
@@ -754,6 +755,7 @@ static int op_put(ctx *c, const cmd_put *p, fsm_op_result *out)
     qentry *q;
     cq_bytes v;
     uint64_t expires, stale_expires;
+    queue_settings qs;
     int rc;
 
     if (!queue_name_is_valid(p->queue))
@@ -762,18 +764,20 @@ static int op_put(ctx *c, const cmd_put *p, fsm_op_result *out)
         return fail_detail(c, CLAWQ_EINVALID, "idempotency key too long");
     if (!headers_are_valid(p->headers))
         return fail_detail(c, CLAWQ_EINVALID, "invalid headers");
-    rc = queue_get(c, p->queue, true, &q);
+    /* Checks first (reads only), then writes: a failing put changes
+     * nothing, not even by creating its queue. */
+    rc = queue_get(c, p->queue, false, &q);
     if (rc != 0)
         return rc;
-    n = &q->rec.counters;
-    if (p->payload.len > q->rec.settings.max_payload)
+    if (q == NULL)
+        queue_settings_default(&qs);
+    else
+        qs = q->rec.settings;
+    if (p->payload.len > qs.max_payload)
         return fail_detail(c, CLAWQ_ETOO_LARGE,
                            "payload over the queue's max_payload");
-
-    /* Checks first (reads only), then writes: a failing put changes
-     * nothing. */
     stale_expires = 0;
-    if (p->idem_key.len > 0) {
+    if (q != NULL && p->idem_key.len > 0) {
         rc = store_get(c->t, STORE_DB_IDEM,
                        cq_bytes_of(key, key_idem(key, q->rec.qid, p->idem_key)),
                        &v);
@@ -784,7 +788,7 @@ static int op_put(ctx *c, const cmd_put *p, fsm_op_result *out)
             if (expires > c->now) {
                 out->id = cq_get_be64(v.ptr);
                 out->duplicate = true;
-                n->deduped_total++;
+                q->rec.counters.deduped_total++;
                 q->dirty = true;
                 return 0;
             }
@@ -793,9 +797,17 @@ static int op_put(ctx *c, const cmd_put *p, fsm_op_result *out)
             return rc;
         }
     }
-    if (q->rec.settings.max_depth != 0 &&
-        n->ready + n->delayed + n->leased >= q->rec.settings.max_depth)
+    if (q != NULL && qs.max_depth != 0 &&
+        q->rec.counters.ready + q->rec.counters.delayed +
+                q->rec.counters.leased >=
+            qs.max_depth)
         return fail_detail(c, CLAWQ_EQUEUE_FULL, "queue at max_depth");
+    if (q == NULL) {
+        rc = queue_get(c, p->queue, true, &q);
+        if (rc != 0)
+            return rc;
+    }
+    n = &q->rec.counters;
     if (stale_expires != 0) {
         rc = index_del(
             c, STORE_DB_IDEM_EXP, key,
@@ -1453,6 +1465,7 @@ static int apply_once(ctx *c, uint64_t index, const cmd_batch *b)
 
     fsm_result_reset(r);
     r->index = index;
+    r->now_ms = b->now_ms;
     c->now = b->now_ms;
     rc = ctx_begin(c, true);
     if (rc != 0)

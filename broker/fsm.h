@@ -60,8 +60,9 @@ typedef struct fsm_op_result {
 
 /* What one fsm_apply (or a read) produced. Reused across calls. */
 typedef struct fsm_result {
-    uint64_t index; /* the Raft index applied */
-    bool skipped;   /* at or below the applied index: nothing done */
+    uint64_t index;  /* the Raft index applied */
+    uint64_t now_ms; /* the command's clock */
+    bool skipped;    /* at or below the applied index: nothing done */
     size_t n_ops;
     fsm_op_result *ops;
     size_t n_tasks;
