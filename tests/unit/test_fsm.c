@@ -1062,6 +1062,31 @@ START_TEST(test_queue_set_max_payload)
 }
 END_TEST
 
+/* Regression: a put that fails its checks must not create its queue (it
+ * once did, because the queue was created before the payload check). */
+START_TEST(test_failed_put_creates_nothing)
+{
+    static char big[1024 * 1024 + 2];
+    fsm_queue_stats st, *list = NULL;
+    size_t n = 99;
+    cmd_op op;
+    uint64_t digest_before, digest_after;
+
+    memset(big, 'x', sizeof(big) - 1);
+    ck_assert_int_eq(store_digest(g_store, &digest_before), 0);
+    op = th_put("fresh", big, 1);
+    ck_assert_int_eq(apply1(T0, op), CLAWQ_ETOO_LARGE);
+    ck_assert_int_eq(fsm_queue_stats_get(g_store, cq_bytes_str("fresh"), &st),
+                     CLAWQ_ENOT_FOUND);
+    ck_assert_int_eq(store_digest(g_store, &digest_after), 0);
+    /* Only the applied index moved. */
+    ck_assert_uint_ne(digest_before, digest_after);
+    ck_assert_int_eq(fsm_queue_list(g_store, &list, &n), 0);
+    ck_assert_uint_eq(n, 0);
+    free(list);
+}
+END_TEST
+
 START_TEST(test_invalid_queue_name)
 {
     char long_name[QUEUE_NAME_MAX + 2], max_name[QUEUE_NAME_MAX + 1];
@@ -1289,6 +1314,7 @@ static Suite *fsm_suite(void)
         {"pause_resume", test_pause_resume},
         {"queue_set_max_depth", test_queue_set_max_depth},
         {"queue_set_max_payload", test_queue_set_max_payload},
+        {"failed_put_creates_nothing", test_failed_put_creates_nothing},
         {"invalid_queue_name", test_invalid_queue_name},
         {"counters_scripted", test_counters_scripted},
         {"oldest_ready_ignores_priority", test_oldest_ready_ignores_priority},
