@@ -178,6 +178,7 @@ typedef struct ctx {
     uint64_t now;
     uint64_t next_id, next_lease, next_seq, next_qid;
     bool meta_dirty;
+    bool space_low; /* puts are refused: see store_space_is_low */
     qentry *queues;
     size_t n_queues, cap_queues;
     cq_buf rec; /* the raw record being worked on */
@@ -696,13 +697,17 @@ static int lease_check(ctx *c, uint64_t id, uint64_t lease_id, task_rec *t,
     return queue_by_qid(c, t->qid, q);
 }
 
+/* A put refused for the space reserve, before it wrote anything. Not
+ * CLAWQ_ESTORAGE_FULL itself: that one, from LMDB, dooms the transaction. */
+#define OP_SPACE_LOW 1
+
 /* Whether rc is an op-level outcome (the op fails alone) rather than a
  * store failure that fails the command. */
 static bool is_op_status(int rc)
 {
     return rc == CLAWQ_EINVALID || rc == CLAWQ_ENOT_FOUND ||
            rc == CLAWQ_ELEASE_LOST || rc == CLAWQ_EQUEUE_FULL ||
-           rc == CLAWQ_ETOO_LARGE;
+           rc == CLAWQ_ETOO_LARGE || rc == OP_SPACE_LOW;
 }
 
 /* True when headers hold a msgpack array of an even number of strings. */
@@ -776,6 +781,10 @@ static int op_put(ctx *c, const cmd_put *p, fsm_op_result *out)
     if (p->payload.len > qs.max_payload)
         return fail_detail(c, CLAWQ_ETOO_LARGE,
                            "payload over the queue's max_payload");
+    if (c->space_low)
+        return fail_detail(c, OP_SPACE_LOW,
+                           "storage nearly full: puts are refused until "
+                           "acks or purges free space");
     stale_expires = 0;
     if (q != NULL && p->idem_key.len > 0) {
         rc = store_get(c->t, STORE_DB_IDEM,
@@ -1491,6 +1500,8 @@ static int apply_once(ctx *c, uint64_t index, const cmd_batch *b)
         rc = apply_op(c, &b->ops[i], out);
         if (rc != 0 && !is_op_status(rc))
             goto abort;
+        if (rc == OP_SPACE_LOW)
+            rc = CLAWQ_ESTORAGE_FULL;
         out->status = rc;
         if (rc != 0) {
             /* A failed op hands out nothing. */
@@ -1550,11 +1561,13 @@ int fsm_apply(store *s, uint64_t index, const void *buf, size_t len,
     if (rc != 0)
         return rc;
     ctx_init(&c, s, res);
-    for (;;) {
+    rc = store_space_is_low(s, &c.space_low);
+    for (; rc == 0;) {
         rc = apply_once(&c, index, b);
         if (rc != CLAWQ_ESTORAGE_FULL)
             break;
-        if (store_map_grow(s) != 0) {
+        rc = store_map_grow(s);
+        if (rc == CLAWQ_ESTORAGE_FULL) {
             rc = apply_storage_full(&c, index, b);
             break;
         }

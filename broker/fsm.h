@@ -86,7 +86,12 @@ void fsm_result_fini(fsm_result *r);
  *
  * When the map fills, the map grows and the command is retried; when it
  * cannot grow, every op fails with CLAWQ_ESTORAGE_FULL (detail says why),
- * only the applied index advances, and the store stays consistent. */
+ * only the applied index advances, and the store stays consistent. Puts
+ * fail with CLAWQ_ESTORAGE_FULL earlier, while free space is below the
+ * store's reserve, so that acks and purges can still drain it. While a
+ * snapshot is pinned the map cannot grow: a command that needs more room
+ * then returns CLAWQ_EUNAVAILABLE with nothing applied (retry it after
+ * store_snapshot_end; clawqd never pins across an apply). */
 int fsm_apply(store *s, uint64_t index, const void *buf, size_t len,
               fsm_result *res);
 

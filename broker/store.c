@@ -215,13 +215,62 @@ int store_map_grow(store *s)
     size_t next;
     int rc;
 
-    if (s->map_size >= s->map_max || s->pins > 0 || s->wtxn.txn != NULL)
+    if (s->pins > 0)
+        return CLAWQ_EUNAVAILABLE;
+    if (s->map_size >= s->map_max || s->wtxn.txn != NULL)
         return CLAWQ_ESTORAGE_FULL;
     next = s->map_size > s->map_max / 2 ? s->map_max : s->map_size * 2;
     rc = mdb_env_set_mapsize(s->env, next);
     if (rc != 0)
         return err_from_mdb(rc);
     s->map_size = next;
+    return 0;
+}
+
+int store_space_is_low(store *s, bool *low)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint64_t psize, used, reserve, free_pages = 0;
+    int rc;
+
+    *low = false;
+    mdb_env_info(s->env, &info);
+    rc = mdb_env_stat(s->env, &st);
+    if (rc != 0)
+        return err_from_mdb(rc);
+    psize = st.ms_psize;
+    used = ((uint64_t)info.me_last_pgno + 1) * psize;
+    reserve = s->map_max / 16;
+    if (used < s->map_max && s->map_max - used >= reserve)
+        return 0; /* the common case: no freelist walk */
+    /* Pages freed by earlier transactions are reused before the map grows:
+     * count them (the free database holds page lists, count first). */
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return err_from_mdb(rc);
+    rc = mdb_cursor_open(txn, 0, &cur);
+    if (rc == 0) {
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (v.mv_size >= sizeof(size_t)) {
+                size_t n;
+                memcpy(&n, v.mv_data, sizeof(n));
+                free_pages += n;
+            }
+        }
+        mdb_cursor_close(cur);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    mdb_txn_abort(txn);
+    if (rc != 0)
+        return err_from_mdb(rc);
+    *low = (used < s->map_max ? s->map_max - used : 0) + free_pages * psize <
+           reserve;
     return 0;
 }
 

@@ -72,8 +72,15 @@ void store_close(store *s);
 size_t store_map_size(const store *s);
 
 /* Doubles the map (capped at map_max). No transaction may be open.
- * Returns 0, or CLAWQ_ESTORAGE_FULL when the map is at map_max already. */
+ * Returns 0, CLAWQ_ESTORAGE_FULL when the map is at map_max already, or
+ * CLAWQ_EUNAVAILABLE while a snapshot is pinned (remapping would pull the
+ * map from under its reader; retry after store_snapshot_end). */
 int store_map_grow(store *s);
+
+/* Whether free space, counting the pages LMDB will reuse, is below the
+ * reserve (1/16 of map_max) kept so that acks, fails and purges (which
+ * need pages too: LMDB copies on write) can still drain a full store. */
+int store_space_is_low(store *s, bool *low);
 
 /* Begins a transaction; at most one write transaction at a time. */
 int store_txn_begin(store *s, bool write, store_txn **out);
