@@ -1,0 +1,232 @@
+/* main.c: clawqd, one broker node. Reads the configuration (config.h),
+ * opens the store, starts Raft, the scheduler and the client listener on
+ * one libuv loop, and shuts down gracefully on SIGTERM / SIGINT: stop
+ * accepting, answer everything outstanding, close Raft, close the store,
+ * exit 0. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+#include "config.h"
+#include "log.h"
+#include "net.h"
+#include "repl.h"
+#include "scheduler.h"
+#include "session.h"
+#include "store.h"
+
+#define SHUTDOWN_GRACE_MS 10000
+
+typedef struct daemon_ctx {
+    uv_loop_t *loop;
+    config cfg;
+    store *s;
+    repl *r;
+    sched *sc;
+    net *n;
+    server srv;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t grace;
+    bool stopping;
+    int exit_code;
+} daemon_ctx;
+
+static void hook_applied(void *arg)
+{
+    daemon_ctx *d = arg;
+    if (d->sc != NULL)
+        sched_on_applied(d->sc);
+}
+
+static void hook_role(void *arg, bool leader)
+{
+    daemon_ctx *d = arg;
+    if (d->sc != NULL)
+        sched_on_role(d->sc, leader);
+}
+
+static int mkdir_p(const char *path)
+{
+    char buf[CONFIG_PATH_MAX + 16];
+    size_t i, len = strlen(path);
+
+    if (len == 0 || len >= sizeof(buf))
+        return -1;
+    memcpy(buf, path, len + 1);
+    for (i = 1; i <= len; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char c = buf[i];
+            buf[i] = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return -1;
+            buf[i] = c;
+        }
+    }
+    return 0;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void repl_closed(void *arg)
+{
+    daemon_ctx *d = arg;
+
+    d->r = NULL;
+    uv_close((uv_handle_t *)&d->grace, on_handle_closed);
+    uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
+    uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
+    LOG(LOG_INFO, "clawqd.stopped", "node=%u", d->cfg.node_id);
+}
+
+static void sched_closed(void *arg)
+{
+    daemon_ctx *d = arg;
+    d->sc = NULL;
+    repl_close(d->r, repl_closed, d);
+}
+
+/* Sessions are closed (or the grace period ran out): stop the rest. */
+static void stop_core(void *arg)
+{
+    daemon_ctx *d = arg;
+
+    uv_timer_stop(&d->grace);
+    if (d->sc != NULL)
+        sched_close(d->sc, sched_closed, d);
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    daemon_ctx *d = t->data;
+    LOG(LOG_WARN, "clawqd.grace_expired", "open=%zu", d->srv.n_sessions);
+    stop_core(d);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    daemon_ctx *d = h->data;
+
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    LOG(LOG_INFO, "clawqd.stopping", "signal=%d open=%zu", signum,
+        d->srv.n_sessions);
+    uv_timer_start(&d->grace, on_grace, SHUTDOWN_GRACE_MS, 0);
+    /* Waiting pullers are answered now (empty); then the drain. */
+    d->srv.shutting_down = true;
+    sched_on_role(d->sc, false);
+    if (d->n != NULL) {
+        net *n = d->n;
+        d->n = NULL;
+        net_shutdown(n, stop_core, d);
+    } else {
+        stop_core(d);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static daemon_ctx d;
+    char err[512], path[CONFIG_PATH_MAX + 16];
+    store_opts so;
+    repl_opts ro;
+    repl_hooks hooks;
+    int rc;
+
+    rc = config_parse(&d.cfg, argc, argv, NULL, err, sizeof(err));
+    if (rc == 1)
+        return 0;
+    if (rc != 0) {
+        fprintf(stderr, "%s\n", err);
+        fprintf(stderr, "clawqd: see clawqd --help\n");
+        return 2;
+    }
+    log_init(d.cfg.log_level, d.cfg.log_format, 2);
+    signal(SIGPIPE, SIG_IGN);
+
+    snprintf(path, sizeof(path), "%s/raft", d.cfg.data);
+    if (mkdir_p(path) != 0) {
+        LOG(LOG_ERROR, "clawqd.data_dir", "dir=%s error=\"%s\"", path,
+            strerror(errno));
+        return 1;
+    }
+    snprintf(path, sizeof(path), "%s/store", d.cfg.data);
+    if (mkdir_p(path) != 0) {
+        LOG(LOG_ERROR, "clawqd.data_dir", "dir=%s error=\"%s\"", path,
+            strerror(errno));
+        return 1;
+    }
+    memset(&so, 0, sizeof(so));
+    so.map_size = d.cfg.map_size;
+    so.map_max = d.cfg.map_max;
+    so.nosync = true; /* the Raft log is the durable record */
+    so.writemap = true;
+    rc = store_open(path, &so, &d.s);
+    if (rc != 0) {
+        LOG(LOG_ERROR, "clawqd.store", "dir=%s error=\"%s\"", path,
+            clawq_strerror(rc));
+        return 1;
+    }
+
+    d.loop = uv_default_loop();
+    snprintf(path, sizeof(path), "%s/raft", d.cfg.data);
+    memset(&ro, 0, sizeof(ro));
+    ro.node_id = d.cfg.node_id;
+    ro.raft_addr = d.cfg.raft;
+    ro.dir = path;
+    ro.election_ms = (unsigned)d.cfg.election_timeout_ms;
+    ro.heartbeat_ms = (unsigned)d.cfg.heartbeat_timeout_ms;
+    ro.snapshot_threshold = d.cfg.snapshot_threshold;
+    ro.snapshot_trailing = d.cfg.snapshot_trailing;
+    hooks.arg = &d;
+    hooks.applied = hook_applied;
+    hooks.role_changed = hook_role;
+    rc = repl_start(d.loop, d.s, &ro, &hooks, &d.r);
+    if (rc != 0) {
+        LOG(LOG_ERROR, "clawqd.raft", "error=\"%s\"", clawq_strerror(rc));
+        return 1;
+    }
+    rc = sched_new(d.loop, d.s, d.r, &d.sc);
+    if (rc != 0)
+        return 1;
+
+    d.srv.loop = d.loop;
+    d.srv.s = d.s;
+    d.srv.r = d.r;
+    d.srv.sc = d.sc;
+    d.srv.node_id = d.cfg.node_id;
+    d.srv.limits.max_frame = (uint32_t)d.cfg.max_frame;
+    d.srv.limits.max_payload = (uint32_t)d.cfg.max_payload;
+    d.srv.limits.max_pending = d.cfg.max_pending;
+    d.srv.limits.max_wait_ms = (uint32_t)d.cfg.max_wait_ms;
+    d.srv.limits.idle_timeout_ms = (uint32_t)d.cfg.idle_timeout_ms;
+    d.srv.limits.write_buffer = d.cfg.write_buffer;
+    rc = net_listen(&d.srv, d.cfg.listen, d.cfg.max_connections, &d.n);
+    if (rc != 0) {
+        LOG(LOG_ERROR, "clawqd.listen", "addr=%s error=\"%s\"", d.cfg.listen,
+            clawq_strerror(rc));
+        return 1;
+    }
+
+    uv_timer_init(d.loop, &d.grace);
+    d.grace.data = &d;
+    uv_signal_init(d.loop, &d.sigterm);
+    uv_signal_init(d.loop, &d.sigint);
+    d.sigterm.data = d.sigint.data = &d;
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+    LOG(LOG_INFO, "clawqd.started", "node=%u listen=%s raft=%s data=%s",
+        d.cfg.node_id, d.cfg.listen, d.cfg.raft, d.cfg.data);
+
+    uv_run(d.loop, UV_RUN_DEFAULT);
+    store_close(d.s);
+    uv_loop_close(d.loop);
+    return d.exit_code;
+}

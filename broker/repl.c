@@ -1,0 +1,593 @@
+/* repl.c: libraft wiring. See repl.h for the contract and
+ * ../shared/NOTES-RAFT.md for the library facts this file relies on.
+ *
+ * Batching: repl_submit appends ops to the open batch (a cmd_writer) and
+ * starts an idle handle so the loop does not block in poll before the
+ * check handle runs; the check handle proposes every open batch with
+ * raft_apply(n = 1) (n > 1 is broken in 0.22). raft_apply appends to the
+ * in-memory log at once, so raft_last_index() is the entry's index.
+ *
+ * Results: libraft queues apply callbacks and fires them later, possibly
+ * after more entries were applied, so each in-flight entry owns its
+ * fsm_result. The FSM apply callback finds the entry by index (entries are
+ * kept in index order) and applies into it; entries this node did not
+ * propose go to a scratch result.
+ *
+ * No raft_* call is made from inside a raft callback: proposals, barriers
+ * and role checks happen in the check handle.
+ */
+#include "repl.h"
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+#define BATCH_SPLIT_BYTES (4u << 20) /* start a new entry past this */
+
+typedef struct sub {
+    repl_cb cb;
+    void *arg;
+    uint32_t first_op, n_ops;
+} sub;
+
+typedef struct entry {
+    struct raft_apply req;
+    repl *r;
+    uint64_t index; /* 0 until proposed */
+    cmd_writer w;
+    sub *subs;
+    size_t n_subs, cap_subs;
+    fsm_result res;
+    struct entry *next;
+} entry;
+
+struct repl {
+    uv_loop_t *loop;
+    store *s;
+    struct raft raft;
+    struct raft_io io;
+    struct raft_uv_transport transport;
+    struct raft_fsm fsm;
+    repl_hooks hooks;
+    uv_check_t check;
+    uv_idle_t idle;
+    struct raft_barrier barrier;
+    bool barrier_pending;
+
+    entry *open_head, *open_tail;     /* batches not proposed yet */
+    entry *flight_head, *flight_tail; /* proposed, in index order */
+    fsm_result scratch;               /* results nobody waits for */
+    bool applied_dirty;
+    bool leader;      /* as reported to hooks (after the barrier) */
+    bool raft_leader; /* raft_state() seen at the last check */
+    bool closing;
+    uint64_t last_now; /* now_ms of the last applied command */
+    store_snap *snap;
+    uint64_t proposed, snapshots, last_snapshot_ms;
+    void (*close_done)(void *);
+    void *close_arg;
+    int handles_open;
+    char *raft_dir;
+};
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t repl_now_ms(repl *r)
+{
+    uint64_t now = wall_ms();
+    return now > r->last_now ? now : r->last_now;
+}
+
+/* ---- entries ---- */
+
+static entry *entry_new(repl *r)
+{
+    entry *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return NULL;
+    e->r = r;
+    e->req.data = e;
+    cmd_writer_init(&e->w);
+    fsm_result_init(&e->res);
+    return e;
+}
+
+static void entry_free(entry *e)
+{
+    cmd_writer_fini(&e->w);
+    fsm_result_fini(&e->res);
+    free(e->subs);
+    free(e);
+}
+
+/* Fails every submission of the entry with `status` and frees it. */
+static void entry_fail(entry *e, int status)
+{
+    size_t i;
+    for (i = 0; i < e->n_subs; i++)
+        e->subs[i].cb(e->subs[i].arg, status, NULL, 0, 0);
+    entry_free(e);
+}
+
+static void flight_remove(repl *r, entry *e)
+{
+    entry **pp, *prev = NULL;
+
+    for (pp = &r->flight_head; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
+        if (*pp == e) {
+            *pp = e->next;
+            if (r->flight_tail == e)
+                r->flight_tail = prev;
+            return;
+        }
+    }
+}
+
+static void apply_done(struct raft_apply *req, int status, void *result)
+{
+    entry *e = req->data;
+    repl *r = e->r;
+    size_t i;
+
+    (void)result;
+    flight_remove(r, e);
+    if (status != 0) {
+        LOG(LOG_WARN, "repl.apply_failed", "index=%llu status=%s",
+            (unsigned long long)e->index, raft_strerror(status));
+        entry_fail(e, r->closing ? CLAWQ_ESHUTTING_DOWN : CLAWQ_EUNAVAILABLE);
+        return;
+    }
+    for (i = 0; i < e->n_subs; i++) {
+        const sub *s = &e->subs[i];
+        s->cb(s->arg, 0, &e->res, s->first_op, s->n_ops);
+    }
+    entry_free(e);
+}
+
+static void on_idle(uv_idle_t *h)
+{
+    (void)h; /* stopped by on_check once the batches are proposed */
+}
+
+int repl_submit(repl *r, const cmd_op *ops, size_t n, repl_cb cb, void *arg)
+{
+    entry *e = r->open_tail;
+    size_t i, first, mark;
+    int rc;
+
+    if (r->closing)
+        return CLAWQ_ESHUTTING_DOWN;
+    if (!r->leader)
+        return CLAWQ_ENOT_LEADER;
+    if (n == 0)
+        return CLAWQ_EINVALID;
+    if (e == NULL || e->w.buf.len > BATCH_SPLIT_BYTES) {
+        e = entry_new(r);
+        if (e == NULL)
+            return CLAWQ_ENOMEM;
+        if (r->open_tail != NULL)
+            r->open_tail->next = e;
+        else
+            r->open_head = e;
+        r->open_tail = e;
+    }
+    if (e->n_subs == e->cap_subs) {
+        size_t cap = e->cap_subs ? e->cap_subs * 2 : 16;
+        sub *p = realloc(e->subs, cap * sizeof(*p));
+        if (p == NULL)
+            return CLAWQ_ENOMEM;
+        e->subs = p;
+        e->cap_subs = cap;
+    }
+    first = e->w.n_ops;
+    mark = e->w.buf.len;
+    for (i = 0; i < n; i++) {
+        rc = cmd_writer_add(&e->w, &ops[i]);
+        if (rc != 0) {
+            /* Drop the ops of this submission that made it in. */
+            e->w.buf.len = mark;
+            e->w.n_ops = (uint32_t)first;
+            return rc;
+        }
+    }
+    e->subs[e->n_subs].cb = cb;
+    e->subs[e->n_subs].arg = arg;
+    e->subs[e->n_subs].first_op = (uint32_t)first;
+    e->subs[e->n_subs].n_ops = (uint32_t)n;
+    e->n_subs++;
+    /* An active idle handle keeps the loop from blocking in poll before
+     * the check handle proposes this batch. */
+    if (!uv_is_active((uv_handle_t *)&r->idle))
+        uv_idle_start(&r->idle, on_idle);
+    return 0;
+}
+
+/* Proposes every open batch. Runs in the check handle. */
+static void flush(repl *r)
+{
+    entry *e;
+    struct raft_buffer buf;
+    cq_bytes cmd;
+    int rc;
+
+    while ((e = r->open_head) != NULL) {
+        r->open_head = e->next;
+        if (r->open_head == NULL)
+            r->open_tail = NULL;
+        e->next = NULL;
+        if (!r->raft_leader || r->closing) {
+            entry_fail(e,
+                       r->closing ? CLAWQ_ESHUTTING_DOWN : CLAWQ_ENOT_LEADER);
+            continue;
+        }
+        cmd = cmd_writer_finish(&e->w, repl_now_ms(r));
+        buf.len = cmd.len;
+        buf.base = raft_malloc(cmd.len);
+        if (buf.base == NULL) {
+            entry_fail(e, CLAWQ_ENOMEM);
+            continue;
+        }
+        memcpy(buf.base, cmd.ptr, cmd.len);
+        /* The writer's bytes are not needed any more. */
+        cmd_writer_fini(&e->w);
+        rc = raft_apply(&r->raft, &e->req, &buf, 1, apply_done);
+        if (rc != 0) {
+            raft_free(buf.base);
+            LOG(LOG_WARN, "repl.propose_failed", "status=%s",
+                raft_strerror(rc));
+            entry_fail(e, rc == RAFT_NOTLEADER ? CLAWQ_ENOT_LEADER
+                                               : CLAWQ_EUNAVAILABLE);
+            continue;
+        }
+        e->index = raft_last_index(&r->raft);
+        if (r->flight_tail != NULL)
+            r->flight_tail->next = e;
+        else
+            r->flight_head = e;
+        r->flight_tail = e;
+        r->proposed++;
+    }
+}
+
+/* ---- FSM callbacks ---- */
+
+static int fsm_cb_apply(struct raft_fsm *f, const struct raft_buffer *buf,
+                        void **result)
+{
+    repl *r = f->data;
+    uint64_t index = raft_last_applied(&r->raft) + 1;
+    fsm_result *res = &r->scratch;
+    entry *e;
+    int rc;
+
+    for (e = r->flight_head; e != NULL && e->index < index; e = e->next)
+        ;
+    if (e != NULL && e->index == index)
+        res = &e->res;
+    rc = fsm_apply(r->s, index, buf->base, buf->len, res);
+    if (rc != 0) {
+        /* A committed entry that cannot be applied: replicas would
+         * diverge. The one fatal case (STYLE.md). */
+        LOG(LOG_ERROR, "repl.apply_fatal", "index=%llu error=%s",
+            (unsigned long long)index, clawq_strerror(rc));
+        abort();
+    }
+    if (res->now_ms > r->last_now)
+        r->last_now = res->now_ms;
+    r->applied_dirty = true;
+    *result = NULL;
+    return 0;
+}
+
+static int fsm_cb_snapshot(struct raft_fsm *f, struct raft_buffer *bufs[],
+                           unsigned *n_bufs)
+{
+    repl *r = f->data;
+    int rc;
+
+    CLAWQ_ASSERT(r->snap == NULL);
+    rc = store_snapshot_begin(r->s, &r->snap);
+    if (rc != 0) {
+        LOG(LOG_ERROR, "repl.snapshot_failed", "error=%s", clawq_strerror(rc));
+        return RAFT_IOERR;
+    }
+    *bufs = NULL;
+    *n_bufs = 0;
+    return 0;
+}
+
+static const store_alloc raft_alloc = {raft_realloc, raft_free};
+
+static int fsm_cb_snapshot_async(struct raft_fsm *f, struct raft_buffer *bufs[],
+                                 unsigned *n_bufs)
+{
+    repl *r = f->data;
+    struct raft_buffer *b;
+    uint64_t t0 = uv_hrtime(), index;
+    void *data;
+    size_t len;
+    int rc;
+
+    rc = store_snapshot_serialize(r->snap, &raft_alloc, &data, &len);
+    index = store_snapshot_index(r->snap);
+    /* 0.22 runs this on the loop right after fsm_cb_snapshot: release the
+     * pin now, so no apply ever runs while it holds the map in place (the
+     * map could not grow). The buffer holds the state from here on. */
+    store_snapshot_end(r->snap);
+    r->snap = NULL;
+    b = rc == 0 ? raft_malloc(sizeof(*b)) : NULL;
+    if (b == NULL) {
+        if (rc == 0)
+            raft_free(data);
+        LOG(LOG_ERROR, "repl.snapshot_failed", "error=%s",
+            clawq_strerror(rc ? rc : CLAWQ_ENOMEM));
+        return RAFT_NOMEM;
+    }
+    b->base = data;
+    b->len = len;
+    *bufs = b;
+    *n_bufs = 1;
+    r->snapshots++;
+    r->last_snapshot_ms = (uv_hrtime() - t0) / 1000000;
+    LOG(LOG_INFO, "repl.snapshot", "index=%llu bytes=%zu pause_ms=%llu",
+        (unsigned long long)index, len,
+        (unsigned long long)r->last_snapshot_ms);
+    return 0;
+}
+
+static int fsm_cb_snapshot_finalize(struct raft_fsm *f,
+                                    struct raft_buffer *bufs[],
+                                    unsigned *n_bufs)
+{
+    unsigned i;
+
+    (void)f;
+    for (i = 0; i < *n_bufs; i++)
+        raft_free((*bufs)[i].base);
+    raft_free(*bufs);
+    *bufs = NULL;
+    *n_bufs = 0;
+    return 0;
+}
+
+static int fsm_cb_restore(struct raft_fsm *f, struct raft_buffer *buf)
+{
+    repl *r = f->data;
+    bool replaced = false;
+    int rc;
+
+    rc = store_restore(r->s, buf->base, buf->len, &replaced);
+    if (rc != 0) {
+        LOG(LOG_ERROR, "repl.restore_failed", "bytes=%zu error=%s", buf->len,
+            clawq_strerror(rc));
+        return RAFT_CORRUPT;
+    }
+    LOG(LOG_INFO, "repl.restore", "bytes=%zu replaced=%s", buf->len,
+        replaced ? "yes" : "no");
+    raft_free(buf->base);
+    r->applied_dirty = true;
+    return 0;
+}
+
+/* ---- the loop side ---- */
+
+static void barrier_done(struct raft_barrier *req, int status)
+{
+    repl *r = req->data;
+
+    r->barrier_pending = false;
+    if (status != 0 || r->closing)
+        return;
+    /* Everything committed before our term is applied: serve. */
+    r->leader = true;
+    LOG(LOG_INFO, "repl.leader", "term=%llu",
+        (unsigned long long)raft_current_term(&r->raft));
+    if (r->hooks.role_changed != NULL)
+        r->hooks.role_changed(r->hooks.arg, true);
+}
+
+static void on_check(uv_check_t *h)
+{
+    repl *r = h->data;
+    bool is_leader;
+
+    if (r->closing)
+        return;
+    is_leader = raft_state(&r->raft) == RAFT_LEADER;
+    if (is_leader && !r->raft_leader && !r->barrier_pending) {
+        r->barrier.data = r;
+        if (raft_barrier(&r->raft, &r->barrier, barrier_done) == 0)
+            r->barrier_pending = true;
+    }
+    r->raft_leader = is_leader;
+    if (!is_leader && r->leader) {
+        r->leader = false;
+        LOG(LOG_INFO, "repl.follower", "term=%llu",
+            (unsigned long long)raft_current_term(&r->raft));
+        if (r->hooks.role_changed != NULL)
+            r->hooks.role_changed(r->hooks.arg, false);
+    }
+    flush(r);
+    if (r->applied_dirty) {
+        r->applied_dirty = false;
+        if (r->hooks.applied != NULL)
+            r->hooks.applied(r->hooks.arg);
+        /* The hook may have submitted more (a tick, a woken puller). */
+        flush(r);
+    }
+    if (r->open_head == NULL && uv_is_active((uv_handle_t *)&r->idle))
+        uv_idle_stop(&r->idle);
+}
+
+int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
+               const repl_hooks *h, repl **out)
+{
+    struct raft_configuration conf;
+    repl *r;
+    int rc;
+
+    r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return CLAWQ_ENOMEM;
+    r->loop = loop;
+    r->s = s;
+    r->hooks = *h;
+    r->raft.data = r;
+    fsm_result_init(&r->scratch);
+
+    r->fsm.version = 3;
+    r->fsm.data = r;
+    r->fsm.apply = fsm_cb_apply;
+    r->fsm.snapshot = fsm_cb_snapshot;
+    r->fsm.snapshot_async = fsm_cb_snapshot_async;
+    r->fsm.snapshot_finalize = fsm_cb_snapshot_finalize;
+    r->fsm.restore = fsm_cb_restore;
+
+    r->transport.version = 1;
+    rc = raft_uv_tcp_init(&r->transport, loop);
+    if (rc != 0)
+        goto fail;
+    rc = raft_uv_init(&r->io, loop, o->dir, &r->transport);
+    if (rc != 0) {
+        LOG(LOG_ERROR, "repl.init_failed", "dir=%s error=\"%s\"", o->dir,
+            r->io.errmsg);
+        raft_uv_tcp_close(&r->transport);
+        goto fail;
+    }
+    rc = raft_init(&r->raft, &r->io, &r->fsm, o->node_id, o->raft_addr);
+    r->raft.data = r;
+    if (rc != 0) {
+        LOG(LOG_ERROR, "repl.init_failed", "error=\"%s\"",
+            raft_errmsg(&r->raft));
+        goto fail_io;
+    }
+    raft_set_election_timeout(&r->raft, o->election_ms);
+    raft_set_heartbeat_timeout(&r->raft, o->heartbeat_ms);
+    raft_set_pre_vote(&r->raft, true);
+    raft_set_install_snapshot_timeout(&r->raft, 5000);
+    raft_set_snapshot_threshold(&r->raft, o->snapshot_threshold);
+    raft_set_snapshot_trailing(&r->raft, o->snapshot_trailing);
+    raft_set_max_inflight_entries(&r->raft, 1024);
+
+    raft_configuration_init(&conf);
+    rc = raft_configuration_add(&conf, o->node_id, o->raft_addr, RAFT_VOTER);
+    if (rc == 0) {
+        rc = raft_bootstrap(&r->raft, &conf);
+        if (rc == RAFT_CANTBOOTSTRAP)
+            rc = 0; /* a restart: the directory holds state already */
+    }
+    raft_configuration_close(&conf);
+    if (rc != 0) {
+        LOG(LOG_ERROR, "repl.bootstrap_failed", "error=\"%s\"",
+            raft_errmsg(&r->raft));
+        goto fail_raft;
+    }
+
+    uv_check_init(loop, &r->check);
+    r->check.data = r;
+    uv_check_start(&r->check, on_check);
+    uv_idle_init(loop, &r->idle);
+    r->idle.data = r;
+    r->handles_open = 2;
+
+    rc = raft_start(&r->raft);
+    if (rc != 0) {
+        LOG(LOG_ERROR, "repl.start_failed", "error=\"%s\"",
+            raft_errmsg(&r->raft));
+        /* Handles are live now: the caller must go through repl_close. */
+        *out = r;
+        return CLAWQ_EIO;
+    }
+    LOG(LOG_INFO, "repl.started", "node=%u raft=%s dir=%s", o->node_id,
+        o->raft_addr, o->dir);
+    *out = r;
+    return 0;
+
+fail_raft:
+    /* raft_init succeeded: the only way out is raft_close, asynchronous;
+     * the process is about to exit on this error anyway. */
+    *out = NULL;
+    return CLAWQ_EIO;
+fail_io:
+    raft_uv_close(&r->io);
+    raft_uv_tcp_close(&r->transport);
+fail:
+    fsm_result_fini(&r->scratch);
+    free(r);
+    return CLAWQ_EIO;
+}
+
+bool repl_is_leader(repl *r)
+{
+    return r->leader;
+}
+
+void repl_get_info(repl *r, repl_info *out)
+{
+    raft_id id = 0;
+    const char *addr = NULL;
+
+    memset(out, 0, sizeof(*out));
+    raft_leader(&r->raft, &id, &addr);
+    out->leader = r->leader;
+    out->leader_id = (uint32_t)id;
+    out->term = raft_current_term(&r->raft);
+    out->commit_index = raft_commit_index(&r->raft);
+    out->applied_index = raft_last_applied(&r->raft);
+    out->last_index = raft_last_index(&r->raft);
+    out->entries_proposed = r->proposed;
+    out->snapshots_taken = r->snapshots;
+    out->last_snapshot_ms = r->last_snapshot_ms;
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    repl *r = h->data;
+
+    if (--r->handles_open > 0)
+        return;
+    raft_uv_close(&r->io);
+    raft_uv_tcp_close(&r->transport);
+    fsm_result_fini(&r->scratch);
+    if (r->close_done != NULL)
+        r->close_done(r->close_arg);
+    free(r);
+}
+
+static void raft_closed(struct raft *raft)
+{
+    repl *r = raft->data;
+    entry *e;
+
+    /* Anything still open or in flight will never complete now. */
+    while ((e = r->open_head) != NULL) {
+        r->open_head = e->next;
+        entry_fail(e, CLAWQ_ESHUTTING_DOWN);
+    }
+    r->open_tail = NULL;
+    while ((e = r->flight_head) != NULL) {
+        r->flight_head = e->next;
+        entry_fail(e, CLAWQ_ESHUTTING_DOWN);
+    }
+    r->flight_tail = NULL;
+    uv_close((uv_handle_t *)&r->check, handle_closed);
+    uv_close((uv_handle_t *)&r->idle, handle_closed);
+}
+
+void repl_close(repl *r, void (*done)(void *arg), void *arg)
+{
+    r->closing = true;
+    r->leader = false;
+    r->close_done = done;
+    r->close_arg = arg;
+    raft_close(&r->raft, raft_closed);
+}

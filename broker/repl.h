@@ -1,0 +1,94 @@
+/* repl.h: the Raft side of one node. The only module that includes raft.h.
+ *
+ * Owns the libraft instance with its uv I/O backend and TCP transport, the
+ * FSM callbacks (apply = fsm_apply; snapshot / restore = the store's
+ * snapshot functions) and the batching of proposals: every op submitted
+ * during one loop turn goes into one command (one log entry), proposed
+ * from a uv_check handle after the loop's I/O phase.
+ *
+ * A submission's callback fires exactly once, after its command was
+ * committed and applied (status 0 with the op results), or when the
+ * outcome is known to be a failure or unknown (status != 0). It runs on
+ * the loop, possibly from inside libraft's own processing: it may call
+ * repl_submit (which only buffers) but nothing else of this module.
+ *
+ * A single node is a one-voter cluster bootstrapped on first start.
+ */
+#ifndef CLAWQ_REPL_H
+#define CLAWQ_REPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cmd.h"
+#include "fsm.h"
+#include "store.h"
+
+typedef struct repl repl;
+
+/* status 0: res->ops[first_op .. first_op + n_ops) are the results of the
+ * submitted ops, in order (tasks they reference are in res->tasks); valid
+ * only during the call. Otherwise: CLAWQ_ENOT_LEADER (nothing was
+ * proposed), CLAWQ_EUNAVAILABLE (leadership lost: the command may or may
+ * not have been applied), CLAWQ_ESHUTTING_DOWN. */
+typedef void (*repl_cb)(void *arg, int status, const fsm_result *res,
+                        size_t first_op, size_t n_ops);
+
+typedef struct repl_opts {
+    uint32_t node_id;
+    const char *raft_addr; /* host:port this node's Raft listens on */
+    const char *dir;       /* data directory: raft segments + LMDB */
+    unsigned election_ms;
+    unsigned heartbeat_ms;
+    unsigned snapshot_threshold;
+    unsigned snapshot_trailing;
+} repl_opts;
+
+typedef struct repl_hooks {
+    void *arg;
+    /* Entries were applied in this loop turn (leader or follower). */
+    void (*applied)(void *arg);
+    /* This node became leader (after a barrier: everything committed is
+     * applied) or stopped being leader. */
+    void (*role_changed)(void *arg, bool leader);
+} repl_hooks;
+
+typedef struct repl_info {
+    bool leader;
+    uint32_t leader_id; /* 0 = unknown */
+    uint64_t term;
+    uint64_t commit_index;
+    uint64_t applied_index;
+    uint64_t last_index;
+    uint64_t entries_proposed;
+    uint64_t snapshots_taken;
+    uint64_t last_snapshot_ms; /* how long the last snapshot serialisation
+                                  blocked the loop */
+} repl_info;
+
+/* Starts Raft on `loop` over store `s`: bootstraps a one-voter cluster in a
+ * fresh directory, or restarts from it (snapshot restore, then replay of
+ * the log, which fsm_apply skips up to the store's applied index). */
+int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
+               const repl_hooks *h, repl **out);
+
+/* Buffers ops for this loop turn's command. Returns 0 (cb will fire), or
+ * CLAWQ_ENOT_LEADER / CLAWQ_ESHUTTING_DOWN / CLAWQ_ETOO_LARGE /
+ * CLAWQ_ENOMEM at once (cb will not fire). */
+int repl_submit(repl *r, const cmd_op *ops, size_t n, repl_cb cb, void *arg);
+
+bool repl_is_leader(repl *r);
+void repl_get_info(repl *r, repl_info *out);
+
+/* The leader's clock for commands: wall-clock ms, never below the now_ms
+ * of any applied command. */
+uint64_t repl_now_ms(repl *r);
+
+/* Stops Raft. Pending submissions fail with CLAWQ_ESHUTTING_DOWN; `done`
+ * runs once every handle is closed. The store stays open (the caller
+ * closes it after done). */
+void repl_close(repl *r, void (*done)(void *arg), void *arg);
+
+#endif /* CLAWQ_REPL_H */

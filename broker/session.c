@@ -1,0 +1,1648 @@
+/* session.c: one client connection. See session.h.
+ *
+ * Lifetime: a session holds one reference for its TCP handle, one for its
+ * idle timer, one per outstanding request and one per write in flight; it
+ * is freed when the last goes. A request whose connection closed still
+ * completes (its command may already be in the log) but writes nothing.
+ *
+ * Every message from the network is validated here before it becomes an
+ * op: sizes against the limits, counts against CLAWQ_MAX_BATCH, queue
+ * names, priorities; the state machine validates again (it must, for
+ * entries from any leader).
+ */
+#include "session.h"
+
+#include <msgpack.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clawq.pb-c.h"
+#include "fsm.h"
+#include "frame.h"
+#include "log.h"
+
+#define READ_CHUNK (64 * 1024)
+#define PEEK_MAX 1000
+#define DLQ_LIST_DEFAULT 100
+#define DLQ_LIST_MAX 1000
+#define QUEUE_FULL_RETRY_MS 100
+
+enum req_kind {
+    REQ_PUT = 1,
+    REQ_PULL,
+    REQ_ACK,
+    REQ_NACK,
+    REQ_FAIL,
+    REQ_EXTEND,
+    REQ_COUNT, /* dlq_replay, dlq_purge, purge: answer with a count */
+    REQ_PLAIN, /* queue_set, pause, resume: answer with a status */
+};
+
+typedef struct report {
+    char queue[QUEUE_NAME_MAX];
+    size_t queue_len;
+    uint32_t inflight, capacity;
+    uint64_t *leased; /* task ids handed out since the report */
+    size_t n_leased, cap_leased;
+} report;
+
+typedef struct req {
+    sess *c;
+    uint64_t id;
+    int kind;
+    struct req *prev, *next;
+    /* pull */
+    sched_waiter waiter;
+    char queue[QUEUE_NAME_MAX];
+    size_t queue_len;
+    char worker[TASK_WORKER_MAX];
+    size_t worker_len;
+    uint32_t max, lease_ms;
+    uint64_t wait_until; /* uv_now() ms; 0 = no waiting */
+} req;
+
+struct sess {
+    uv_tcp_t tcp;
+    uv_timer_t idle;
+    server *srv;
+    uint64_t id;
+    uint8_t *rbuf;
+    size_t rlen, rcap;
+    size_t wbytes;
+    uint32_t pending;
+    int refs;
+    bool hello;
+    bool closing;
+    bool draining;
+    bool reading;
+    report *reports;
+    size_t n_reports;
+    req *reqs;
+    sess *prev, *next;
+};
+
+typedef struct wreq {
+    uv_write_t w;
+    sess *c;
+    size_t len;
+    uint8_t data[];
+} wreq;
+
+/* ---- a scratch arena for building one response ---- */
+
+typedef struct tmp_block {
+    struct tmp_block *next;
+    size_t used, cap;
+    max_align_t data[];
+} tmp_block;
+
+typedef struct tmp {
+    tmp_block *head;
+    bool failed;
+} tmp;
+
+static void *tmp_alloc(tmp *t, size_t n)
+{
+    tmp_block *b = t->head;
+    size_t need = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+    void *p;
+
+    if (b == NULL || b->cap - b->used < need) {
+        size_t cap = need > 16384 ? need : 16384;
+        b = malloc(sizeof(*b) + cap);
+        if (b == NULL) {
+            t->failed = true;
+            return NULL;
+        }
+        b->used = 0;
+        b->cap = cap;
+        b->next = t->head;
+        t->head = b;
+    }
+    p = (uint8_t *)b->data + b->used;
+    b->used += need;
+    memset(p, 0, n);
+    return p;
+}
+
+static char *tmp_str(tmp *t, cq_bytes b)
+{
+    char *s = tmp_alloc(t, b.len + 1);
+    if (s == NULL)
+        return NULL;
+    if (b.len > 0)
+        memcpy(s, b.ptr, b.len);
+    s[b.len] = '\0';
+    return s;
+}
+
+static void tmp_free(tmp *t)
+{
+    tmp_block *b, *next;
+    for (b = t->head; b != NULL; b = next) {
+        next = b->next;
+        free(b);
+    }
+    t->head = NULL;
+}
+
+/* ---- lifetime ---- */
+
+static void sess_unref(sess *c)
+{
+    size_t i;
+    server *srv;
+
+    if (--c->refs > 0)
+        return;
+    srv = c->srv;
+    for (i = 0; i < c->n_reports; i++)
+        free(c->reports[i].leased);
+    free(c->reports);
+    free(c->rbuf);
+    free(c);
+    if (srv->on_session_closed != NULL)
+        srv->on_session_closed(srv);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    sess_unref(h->data);
+}
+
+void sess_close(sess *c)
+{
+    req *q;
+
+    if (c->closing)
+        return;
+    c->closing = true;
+    /* Waiting pullers go now; requests in Raft finish silently. */
+    for (q = c->reqs; q != NULL; q = q->next)
+        sched_cancel(c->srv->sc, &q->waiter);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        c->srv->sessions = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->srv->n_sessions--;
+    LOG(LOG_DEBUG, "conn.close", "conn=%llu pending=%u",
+        (unsigned long long)c->id, c->pending);
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&c->idle, on_handle_closed);
+}
+
+bool sess_is_idle(const sess *c)
+{
+    return c->pending == 0 && c->wbytes == 0;
+}
+
+void sess_drain(sess *c)
+{
+    c->draining = true;
+    if (sess_is_idle(c))
+        sess_close(c);
+}
+
+/* ---- writing ---- */
+
+static void read_resume_maybe(sess *c);
+static void start_reading(sess *c);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+
+static void on_write(uv_write_t *w, int status)
+{
+    wreq *wr = (wreq *)w;
+    sess *c = wr->c;
+
+    c->wbytes -= wr->len;
+    if (status != 0 && status != UV_ECANCELED)
+        LOG(LOG_DEBUG, "conn.write_failed", "conn=%llu error=%s",
+            (unsigned long long)c->id, uv_strerror(status));
+    free(wr);
+    if (!c->closing) {
+        if (status != 0)
+            sess_close(c);
+        else if (c->draining && sess_is_idle(c))
+            sess_close(c);
+        else
+            read_resume_maybe(c);
+    }
+    sess_unref(c);
+}
+
+static void send_response(sess *c, Clawq__Response *resp)
+{
+    size_t n = clawq__response__get_packed_size(resp);
+    uv_buf_t buf;
+    wreq *wr;
+    int rc;
+
+    if (c->closing)
+        return;
+    if (n > c->srv->limits.max_frame) {
+        /* A reply the client could not accept: say so instead. */
+        Clawq__Response small = CLAWQ__RESPONSE__INIT;
+        small.id = resp->id;
+        small.has_status = 1;
+        small.status = CLAWQ__STATUS__TOO_LARGE;
+        small.message = "reply over max-frame: ask for fewer tasks";
+        send_response(c, &small);
+        return;
+    }
+    wr = malloc(sizeof(*wr) + CLAWQ_FRAME_HEADER_LEN + n);
+    if (wr == NULL) {
+        LOG(LOG_ERROR, "conn.nomem", "conn=%llu bytes=%zu",
+            (unsigned long long)c->id, n);
+        sess_close(c);
+        return;
+    }
+    wr->c = c;
+    wr->len = CLAWQ_FRAME_HEADER_LEN + n;
+    clawq_frame_put_len(wr->data, (uint32_t)n);
+    clawq__response__pack(resp, wr->data + CLAWQ_FRAME_HEADER_LEN);
+    buf = uv_buf_init((char *)wr->data, (unsigned)wr->len);
+    rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
+    if (rc != 0) {
+        free(wr);
+        sess_close(c);
+        return;
+    }
+    c->refs++;
+    c->wbytes += wr->len;
+    if (c->wbytes > c->srv->limits.write_buffer && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+static Clawq__Status wire_status(int err)
+{
+    return (Clawq__Status)(err < 0 ? -err : err);
+}
+
+static void reply_status(sess *c, uint64_t id, int err, const char *msg)
+{
+    Clawq__Response resp = CLAWQ__RESPONSE__INIT;
+
+    resp.id = id;
+    resp.has_status = 1;
+    resp.status = wire_status(err);
+    resp.message = (char *)(uintptr_t)(msg ? msg : clawq_strerror(err));
+    if (err == CLAWQ_EQUEUE_FULL || err == CLAWQ_EUNAVAILABLE ||
+        err == CLAWQ_ESHUTTING_DOWN) {
+        resp.has_retry_after_ms = 1;
+        resp.retry_after_ms = QUEUE_FULL_RETRY_MS;
+    }
+    send_response(c, &resp);
+}
+
+/* ---- requests ---- */
+
+static req *req_new(sess *c, uint64_t id, int kind)
+{
+    req *q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return NULL;
+    q->c = c;
+    q->id = id;
+    q->kind = kind;
+    q->next = c->reqs;
+    if (c->reqs != NULL)
+        c->reqs->prev = q;
+    c->reqs = q;
+    c->pending++;
+    c->refs++;
+    return q;
+}
+
+static void req_free(req *q)
+{
+    sess *c = q->c;
+
+    if (q->prev != NULL)
+        q->prev->next = q->next;
+    else
+        c->reqs = q->next;
+    if (q->next != NULL)
+        q->next->prev = q->prev;
+    c->pending--;
+    free(q);
+    if (!c->closing) {
+        if (c->draining && sess_is_idle(c))
+            sess_close(c);
+        else
+            read_resume_maybe(c);
+    }
+    sess_unref(c);
+}
+
+static report *report_find(sess *c, cq_bytes queue)
+{
+    size_t i;
+    for (i = 0; i < c->n_reports; i++) {
+        if (cq_bytes_eq(
+                cq_bytes_of(c->reports[i].queue, c->reports[i].queue_len),
+                queue))
+            return &c->reports[i];
+    }
+    return NULL;
+}
+
+/* Tasks this connection may still lease on the queue: unlimited (max)
+ * without a report, else capacity - inflight - leased since the report. */
+static uint32_t report_free(sess *c, cq_bytes queue, uint32_t max)
+{
+    report *r = report_find(c, queue);
+    uint64_t used;
+
+    if (r == NULL)
+        return max;
+    used = (uint64_t)r->inflight + r->n_leased;
+    if (used >= r->capacity)
+        return 0;
+    return r->capacity - used < max ? (uint32_t)(r->capacity - used) : max;
+}
+
+static void report_leased(sess *c, cq_bytes queue, uint64_t task_id)
+{
+    report *r = report_find(c, queue);
+
+    if (r == NULL)
+        return;
+    if (r->n_leased == r->cap_leased) {
+        size_t cap = r->cap_leased ? r->cap_leased * 2 : 16;
+        uint64_t *p = realloc(r->leased, cap * sizeof(*p));
+        if (p == NULL)
+            return; /* counts as not leased: errs toward more work */
+        r->leased = p;
+        r->cap_leased = cap;
+    }
+    r->leased[r->n_leased++] = task_id;
+}
+
+static void report_settled(sess *c, uint64_t task_id)
+{
+    size_t i, j;
+
+    for (i = 0; i < c->n_reports; i++) {
+        report *r = &c->reports[i];
+        for (j = 0; j < r->n_leased; j++) {
+            if (r->leased[j] == task_id) {
+                r->leased[j] = r->leased[--r->n_leased];
+                return;
+            }
+        }
+    }
+}
+
+void sess_reports_sum(server *srv, cq_bytes queue, uint32_t *workers,
+                      uint64_t *capacity, uint64_t *inflight)
+{
+    sess *c;
+
+    *workers = 0;
+    *capacity = *inflight = 0;
+    for (c = srv->sessions; c != NULL; c = c->next) {
+        report *r = report_find(c, queue);
+        if (r == NULL)
+            continue;
+        (*workers)++;
+        *capacity += r->capacity;
+        *inflight += (uint64_t)r->inflight + r->n_leased;
+    }
+}
+
+/* Proposes ops for request q; on failure answers at once and frees q. */
+static void submit(req *q, const cmd_op *ops, size_t n, repl_cb cb)
+{
+    int rc = repl_submit(q->c->srv->r, ops, n, cb, q);
+    if (rc != 0) {
+        reply_status(q->c, q->id, rc, NULL);
+        req_free(q);
+    }
+}
+
+/* Common start of a write request. */
+static req *write_begin(sess *c, uint64_t id, int kind)
+{
+    req *q;
+
+    if (c->srv->shutting_down) {
+        reply_status(c, id, CLAWQ_ESHUTTING_DOWN, NULL);
+        return NULL;
+    }
+    if (!repl_is_leader(c->srv->r)) {
+        reply_status(c, id, CLAWQ_ENOT_LEADER, "this node is not the leader");
+        return NULL;
+    }
+    q = req_new(c, id, kind);
+    if (q == NULL)
+        reply_status(c, id, CLAWQ_ENOMEM, NULL);
+    return q;
+}
+
+static bool name_ok(const char *s)
+{
+    return s != NULL && queue_name_is_valid(cq_bytes_str(s));
+}
+
+/* ---- headers: protobuf pairs <-> msgpack array of strings ---- */
+
+typedef struct hdr_out {
+    cq_buf *buf;
+    int err;
+} hdr_out;
+
+static int hdr_write(void *data, const char *p, size_t len)
+{
+    hdr_out *o = data;
+    int rc = cq_buf_append(o->buf, p, len);
+    if (rc != 0) {
+        o->err = rc;
+        return -1;
+    }
+    return 0;
+}
+
+static int headers_encode(Clawq__Header **h, size_t n, cq_buf *out)
+{
+    msgpack_packer pk;
+    hdr_out o = {out, 0};
+    size_t i;
+
+    msgpack_packer_init(&pk, &o, hdr_write);
+    msgpack_pack_array(&pk, n * 2);
+    for (i = 0; i < n; i++) {
+        const char *k = h[i]->key ? h[i]->key : "";
+        const char *v = h[i]->value ? h[i]->value : "";
+        msgpack_pack_str(&pk, strlen(k));
+        msgpack_pack_str_body(&pk, k, strlen(k));
+        msgpack_pack_str(&pk, strlen(v));
+        msgpack_pack_str_body(&pk, v, strlen(v));
+    }
+    return o.err;
+}
+
+/* Reads one msgpack str at *off (the formats headers_encode writes). */
+static bool hdr_str(cq_bytes h, size_t *off, cq_bytes *out)
+{
+    const uint8_t *p = h.ptr;
+    size_t len, hl;
+
+    if (*off >= h.len)
+        return false;
+    if (p[*off] >= 0xa0 && p[*off] <= 0xbf) {
+        len = p[*off] & 0x1f;
+        hl = 1;
+    } else if (p[*off] == 0xd9 && h.len - *off >= 2) {
+        len = p[*off + 1];
+        hl = 2;
+    } else if (p[*off] == 0xda && h.len - *off >= 3) {
+        len = ((size_t)p[*off + 1] << 8) | p[*off + 2];
+        hl = 3;
+    } else {
+        return false;
+    }
+    if (h.len - *off - hl < len)
+        return false;
+    *out = cq_bytes_of(p + *off + hl, len);
+    *off += hl + len;
+    return true;
+}
+
+static void headers_decode(tmp *t, cq_bytes h, Clawq__Task *out)
+{
+    size_t off, n, i;
+    cq_bytes k, v;
+
+    if (h.len == 0)
+        return;
+    if (h.ptr[0] >= 0x90 && h.ptr[0] <= 0x9f) {
+        n = h.ptr[0] & 0x0f;
+        off = 1;
+    } else if (h.ptr[0] == 0xdc && h.len >= 3) {
+        n = ((size_t)h.ptr[1] << 8) | h.ptr[2];
+        off = 3;
+    } else {
+        return;
+    }
+    n /= 2;
+    out->headers = tmp_alloc(t, n * sizeof(*out->headers));
+    if (out->headers == NULL)
+        return;
+    for (i = 0; i < n; i++) {
+        Clawq__Header *hd;
+        if (!hdr_str(h, &off, &k) || !hdr_str(h, &off, &v))
+            break;
+        hd = tmp_alloc(t, sizeof(*hd));
+        if (hd == NULL)
+            break;
+        clawq__header__init(hd);
+        hd->key = tmp_str(t, k);
+        hd->value = tmp_str(t, v);
+        out->headers[out->n_headers++] = hd;
+    }
+}
+
+/* ---- responses from results ---- */
+
+static Clawq__Task *task_msg(tmp *t, const fsm_task *ft)
+{
+    Clawq__Task *m = tmp_alloc(t, sizeof(*m));
+    uint32_t i;
+
+    if (m == NULL)
+        return NULL;
+    clawq__task__init(m);
+#define SET(field, v)                                                          \
+    do {                                                                       \
+        m->has_##field = 1;                                                    \
+        m->field = (v);                                                        \
+    } while (0)
+    SET(id, ft->id);
+    m->queue = tmp_str(t, ft->queue);
+    SET(payload, ((ProtobufCBinaryData){
+                     ft->payload.len, (uint8_t *)(uintptr_t)ft->payload.ptr}));
+    SET(priority, ft->priority);
+    SET(state, (Clawq__TaskState)ft->state);
+    SET(attempt, ft->attempt);
+    SET(max_attempts, ft->max_attempts);
+    SET(created_ms, ft->created_ms);
+    if (ft->lease_id != 0) {
+        SET(lease_id, ft->lease_id);
+        SET(lease_expires_ms, ft->lease_expires_ms);
+    }
+    if (ft->checkpoint.len > 0)
+        SET(checkpoint,
+            ((ProtobufCBinaryData){ft->checkpoint.len,
+                                   (uint8_t *)(uintptr_t)ft->checkpoint.ptr}));
+    if (ft->progress != 0)
+        SET(progress, ft->progress);
+    if (ft->run_at_ms != 0)
+        SET(run_at_ms, ft->run_at_ms);
+    if (ft->deadline_ms != 0)
+        SET(deadline_ms, ft->deadline_ms);
+    if (ft->ready_at_ms != 0)
+        SET(ready_at_ms, ft->ready_at_ms);
+    if (ft->dead_at_ms != 0) {
+        SET(dead_at_ms, ft->dead_at_ms);
+        m->dead_reason = (char *)(uintptr_t)dead_reason_name(ft->dead_reason);
+    }
+#undef SET
+    if (ft->idem_key.len > 0)
+        m->idempotency_key = tmp_str(t, ft->idem_key);
+    if (ft->worker.len > 0)
+        m->worker = tmp_str(t, ft->worker);
+    headers_decode(t, ft->headers, m);
+    if (ft->n_errors > 0) {
+        m->errors = tmp_alloc(t, ft->n_errors * sizeof(*m->errors));
+        if (m->errors == NULL)
+            return NULL;
+        for (i = 0; i < ft->n_errors; i++) {
+            Clawq__TaskError *e = tmp_alloc(t, sizeof(*e));
+            if (e == NULL)
+                return NULL;
+            clawq__task_error__init(e);
+            e->has_at_ms = 1;
+            e->at_ms = ft->errors[i].at_ms;
+            e->has_attempt = 1;
+            e->attempt = ft->errors[i].attempt;
+            e->message = tmp_str(t, ft->errors[i].msg);
+            m->errors[m->n_errors++] = e;
+        }
+    }
+    return m;
+}
+
+/* Answers with tasks[first .. first + n) of a result. */
+static void reply_tasks(sess *c, uint64_t id, const fsm_task *tasks, size_t n)
+{
+    Clawq__Response resp = CLAWQ__RESPONSE__INIT;
+    Clawq__TasksResponse tr = CLAWQ__TASKS_RESPONSE__INIT;
+    tmp t = {NULL, false};
+    size_t i;
+
+    resp.id = id;
+    resp.body_case = CLAWQ__RESPONSE__BODY_TASKS;
+    resp.tasks = &tr;
+    if (n > 0) {
+        tr.tasks = tmp_alloc(&t, n * sizeof(*tr.tasks));
+        for (i = 0; tr.tasks != NULL && i < n; i++) {
+            tr.tasks[i] = task_msg(&t, &tasks[i]);
+            if (tr.tasks[i] == NULL)
+                break;
+            tr.n_tasks++;
+        }
+    }
+    if (t.failed)
+        reply_status(c, id, CLAWQ_ENOMEM, NULL);
+    else
+        send_response(c, &resp);
+    tmp_free(&t);
+}
+
+static void fill_stats(tmp *t, server *srv, const fsm_queue_stats *st,
+                       Clawq__QueueStats *m)
+{
+    const queue_counters *n = &st->rec.counters;
+    const queue_settings *s = &st->rec.settings;
+    Clawq__QueueSettings *qs = tmp_alloc(t, sizeof(*qs));
+    uint64_t now = repl_now_ms(srv->r), cap, infl;
+    uint32_t workers;
+
+    clawq__queue_stats__init(m);
+#define SET(field, v)                                                          \
+    do {                                                                       \
+        m->has_##field = 1;                                                    \
+        m->field = (v);                                                        \
+    } while (0)
+    m->name = tmp_str(t, cq_bytes_str(st->name));
+    SET(ready, n->ready);
+    SET(delayed, n->delayed);
+    SET(leased, n->leased);
+    SET(dead, n->dead);
+    SET(put_total, n->put_total);
+    SET(deduped_total, n->deduped_total);
+    SET(leased_total, n->leased_total);
+    SET(acked_total, n->acked_total);
+    SET(nacked_total, n->nacked_total);
+    SET(failed_total, n->failed_total);
+    SET(expired_total, n->expired_total);
+    SET(dead_total, n->dead_total);
+    SET(oldest_ready_ms, st->rec.oldest_ready_ms);
+    SET(oldest_ready_age_ms,
+        st->rec.oldest_ready_ms != 0 && now > st->rec.oldest_ready_ms
+            ? now - st->rec.oldest_ready_ms
+            : 0);
+    SET(created_ms, st->rec.created_ms);
+    sess_reports_sum(srv, cq_bytes_str(st->name), &workers, &cap, &infl);
+    SET(workers, workers);
+    SET(worker_capacity, cap);
+    SET(worker_inflight, infl);
+#undef SET
+    if (qs == NULL)
+        return;
+    clawq__queue_settings__init(qs);
+#define SETQ(field, v)                                                         \
+    do {                                                                       \
+        qs->has_##field = 1;                                                   \
+        qs->field = (v);                                                       \
+    } while (0)
+    SETQ(lease_ms, s->lease_ms);
+    SETQ(max_attempts, s->max_attempts);
+    SETQ(backoff_base_ms, s->backoff_base_ms);
+    SETQ(backoff_max_ms, s->backoff_max_ms);
+    SETQ(max_depth, s->max_depth);
+    SETQ(max_payload, s->max_payload);
+    SETQ(dedup_window_ms, s->dedup_window_ms);
+    SETQ(paused, s->paused);
+#undef SETQ
+    m->settings = qs;
+}
+
+/* ---- write requests: completion ---- */
+
+static void put_done(void *arg, int status, const fsm_result *res, size_t first,
+                     size_t n)
+{
+    req *q = arg;
+    Clawq__Response resp = CLAWQ__RESPONSE__INIT;
+    Clawq__PutResponse pr = CLAWQ__PUT_RESPONSE__INIT;
+    tmp t = {NULL, false};
+    bool full = false;
+    size_t i;
+
+    if (status != 0) {
+        reply_status(q->c, q->id, status, NULL);
+        req_free(q);
+        return;
+    }
+    resp.id = q->id;
+    resp.body_case = CLAWQ__RESPONSE__BODY_PUT;
+    resp.put = &pr;
+    pr.results = tmp_alloc(&t, n * sizeof(*pr.results));
+    for (i = 0; pr.results != NULL && i < n; i++) {
+        const fsm_op_result *o = &res->ops[first + i];
+        Clawq__ItemResult *ir = tmp_alloc(&t, sizeof(*ir));
+        if (ir == NULL)
+            break;
+        clawq__item_result__init(ir);
+        ir->has_status = 1;
+        ir->status = wire_status(o->status);
+        if (o->status == 0) {
+            ir->has_id = 1;
+            ir->id = o->id;
+            if (o->duplicate) {
+                ir->has_duplicate = 1;
+                ir->duplicate = 1;
+            }
+        } else {
+            ir->message = (char *)(uintptr_t)clawq_strerror(o->status);
+            full = full || o->status == CLAWQ_EQUEUE_FULL;
+        }
+        pr.results[pr.n_results++] = ir;
+    }
+    if (full) {
+        resp.has_retry_after_ms = 1;
+        resp.retry_after_ms = QUEUE_FULL_RETRY_MS;
+    }
+    if (t.failed)
+        reply_status(q->c, q->id, CLAWQ_ENOMEM, NULL);
+    else
+        send_response(q->c, &resp);
+    tmp_free(&t);
+    req_free(q);
+}
+
+static void ack_done(void *arg, int status, const fsm_result *res, size_t first,
+                     size_t n)
+{
+    req *q = arg;
+    Clawq__Response resp = CLAWQ__RESPONSE__INIT;
+    Clawq__AckResponse ar = CLAWQ__ACK_RESPONSE__INIT;
+    tmp t = {NULL, false};
+    size_t i;
+
+    if (status != 0) {
+        reply_status(q->c, q->id, status, NULL);
+        req_free(q);
+        return;
+    }
+    resp.id = q->id;
+    resp.body_case = CLAWQ__RESPONSE__BODY_ACK;
+    resp.ack = &ar;
+    ar.results = tmp_alloc(&t, n * sizeof(*ar.results));
+    for (i = 0; ar.results != NULL && i < n; i++) {
+        const fsm_op_result *o = &res->ops[first + i];
+        Clawq__ItemResult *ir = tmp_alloc(&t, sizeof(*ir));
+        if (ir == NULL)
+            break;
+        clawq__item_result__init(ir);
+        ir->has_status = 1;
+        ir->status = wire_status(o->status);
+        ir->has_id = 1;
+        ir->id = o->id;
+        if (o->status != 0)
+            ir->message = (char *)(uintptr_t)clawq_strerror(o->status);
+        else
+            report_settled(q->c, o->id);
+        ar.results[ar.n_results++] = ir;
+    }
+    if (t.failed)
+        reply_status(q->c, q->id, CLAWQ_ENOMEM, NULL);
+    else
+        send_response(q->c, &resp);
+    tmp_free(&t);
+    req_free(q);
+}
+
+/* nack, fail, extend, queue_set, pause, resume, dlq_*, purge. */
+static void single_done(void *arg, int status, const fsm_result *res,
+                        size_t first, size_t n)
+{
+    req *q = arg;
+    Clawq__Response resp = CLAWQ__RESPONSE__INIT;
+    Clawq__ExtendResponse er = CLAWQ__EXTEND_RESPONSE__INIT;
+    Clawq__CountResponse cr = CLAWQ__COUNT_RESPONSE__INIT;
+    const fsm_op_result *o;
+
+    (void)n;
+    if (status != 0) {
+        reply_status(q->c, q->id, status, NULL);
+        req_free(q);
+        return;
+    }
+    o = &res->ops[first];
+    if (o->status != 0) {
+        reply_status(q->c, q->id, o->status,
+                     res->detail[0] ? res->detail : NULL);
+        req_free(q);
+        return;
+    }
+    resp.id = q->id;
+    switch (q->kind) {
+    case REQ_EXTEND:
+        er.has_lease_expires_ms = 1;
+        er.lease_expires_ms = o->value;
+        resp.body_case = CLAWQ__RESPONSE__BODY_EXTEND;
+        resp.extend = &er;
+        break;
+    case REQ_COUNT:
+        cr.has_count = 1;
+        cr.count = o->value;
+        resp.body_case = CLAWQ__RESPONSE__BODY_COUNT;
+        resp.count = &cr;
+        break;
+    case REQ_NACK:
+    case REQ_FAIL:
+        report_settled(q->c, o->id);
+        break;
+    default:
+        break;
+    }
+    send_response(q->c, &resp);
+    req_free(q);
+}
+
+/* ---- pull ---- */
+
+static void pull_submit(req *q);
+
+static void pull_wake(sched_waiter *w, bool timed_out)
+{
+    req *q = (req *)((uint8_t *)w - offsetof(req, waiter));
+
+    if (timed_out || q->c->closing || q->c->srv->shutting_down) {
+        reply_tasks(q->c, q->id, NULL, 0);
+        req_free(q);
+        return;
+    }
+    pull_submit(q);
+}
+
+/* Nothing for the puller now: wait in line (front after losing a race). */
+static void pull_wait(req *q, bool front)
+{
+    uint64_t now = uv_now(q->c->srv->loop);
+    int rc;
+
+    if (q->wait_until <= now || q->c->closing) {
+        reply_tasks(q->c, q->id, NULL, 0);
+        req_free(q);
+        return;
+    }
+    rc = sched_wait(q->c->srv->sc, cq_bytes_of(q->queue, q->queue_len),
+                    &q->waiter, q->wait_until - now, front, pull_wake);
+    if (rc != 0) {
+        reply_status(q->c, q->id, rc, NULL);
+        req_free(q);
+    }
+}
+
+static void pull_done(void *arg, int status, const fsm_result *res,
+                      size_t first, size_t n)
+{
+    req *q = arg;
+    const fsm_op_result *o;
+    size_t i;
+
+    (void)n;
+    if (status != 0) {
+        reply_status(q->c, q->id, status, NULL);
+        req_free(q);
+        return;
+    }
+    o = &res->ops[first];
+    if (o->status != 0) {
+        reply_status(q->c, q->id, o->status,
+                     res->detail[0] ? res->detail : NULL);
+        req_free(q);
+        return;
+    }
+    if (o->n_tasks == 0) {
+        pull_wait(q, true);
+        return;
+    }
+    for (i = 0; i < o->n_tasks; i++)
+        report_leased(q->c, cq_bytes_of(q->queue, q->queue_len),
+                      res->tasks[o->first_task + i].id);
+    reply_tasks(q->c, q->id, &res->tasks[o->first_task], o->n_tasks);
+    req_free(q);
+}
+
+static void pull_submit(req *q)
+{
+    cmd_op op;
+    uint32_t max;
+    int rc;
+
+    if (!repl_is_leader(q->c->srv->r)) {
+        reply_status(q->c, q->id, CLAWQ_ENOT_LEADER, NULL);
+        req_free(q);
+        return;
+    }
+    max = report_free(q->c, cq_bytes_of(q->queue, q->queue_len), q->max);
+    if (max == 0) {
+        /* At its reported capacity: wait as if the queue were empty. */
+        pull_wait(q, false);
+        return;
+    }
+    memset(&op, 0, sizeof(op));
+    op.type = CMD_LEASE;
+    op.u.lease.queue = cq_bytes_of(q->queue, q->queue_len);
+    op.u.lease.worker = cq_bytes_of(q->worker, q->worker_len);
+    op.u.lease.max = max;
+    op.u.lease.lease_ms = q->lease_ms;
+    rc = repl_submit(q->c->srv->r, &op, 1, pull_done, q);
+    if (rc != 0) {
+        reply_status(q->c, q->id, rc, NULL);
+        req_free(q);
+    }
+}
+
+static void on_pull(sess *c, uint64_t id, const Clawq__PullRequest *p)
+{
+    req *q;
+    uint32_t wait;
+
+    if (!name_ok(p->queue) || p->max == 0 || p->max > CLAWQ_MAX_BATCH ||
+        p->lease_ms > 24u * 3600 * 1000 ||
+        (p->worker != NULL && strlen(p->worker) > TASK_WORKER_MAX)) {
+        reply_status(c, id, CLAWQ_EINVALID,
+                     "pull wants a valid queue, max 1..1024, lease_ms <= "
+                     "24h, worker <= 128 bytes");
+        return;
+    }
+    q = write_begin(c, id, REQ_PULL);
+    if (q == NULL)
+        return;
+    q->queue_len = strlen(p->queue);
+    memcpy(q->queue, p->queue, q->queue_len);
+    if (p->worker != NULL && p->worker[0] != '\0') {
+        q->worker_len = strlen(p->worker);
+        memcpy(q->worker, p->worker, q->worker_len);
+    } else {
+        q->worker_len =
+            (size_t)snprintf(q->worker, sizeof(q->worker), "conn-%llu",
+                             (unsigned long long)c->id);
+    }
+    q->max = p->max;
+    q->lease_ms = p->lease_ms;
+    wait = p->wait_ms < c->srv->limits.max_wait_ms ? p->wait_ms
+                                                   : c->srv->limits.max_wait_ms;
+    q->wait_until = uv_now(c->srv->loop) + wait;
+    pull_submit(q);
+}
+
+/* ---- other requests ---- */
+
+static void on_put(sess *c, uint64_t id, const Clawq__PutRequest *p)
+{
+    cmd_op *ops;
+    cq_buf hdr;
+    size_t *hdr_off, *hdr_len, i;
+    uint64_t now;
+    req *q;
+    int rc = 0;
+
+    if (!name_ok(p->queue) || p->n_tasks == 0 || p->n_tasks > CLAWQ_MAX_BATCH) {
+        reply_status(c, id, CLAWQ_EINVALID,
+                     "put wants a valid queue name and 1..1024 tasks");
+        return;
+    }
+    for (i = 0; i < p->n_tasks; i++) {
+        const Clawq__PutTask *t = p->tasks[i];
+        if (t->payload.len > c->srv->limits.max_payload) {
+            reply_status(c, id, CLAWQ_ETOO_LARGE,
+                         "a payload is over max-payload");
+            return;
+        }
+        if (t->priority > 255 || (t->idempotency_key != NULL &&
+                                  strlen(t->idempotency_key) > TASK_KEY_MAX)) {
+            reply_status(c, id, CLAWQ_EINVALID,
+                         "priority is 0..255 and an idempotency key at most "
+                         "256 bytes");
+            return;
+        }
+    }
+    q = write_begin(c, id, REQ_PUT);
+    if (q == NULL)
+        return;
+    ops = calloc(p->n_tasks, sizeof(*ops));
+    hdr_off = calloc(p->n_tasks, sizeof(*hdr_off));
+    hdr_len = calloc(p->n_tasks, sizeof(*hdr_len));
+    cq_buf_init(&hdr, (size_t)TASK_HEADERS_MAX * CLAWQ_MAX_BATCH);
+    if (ops == NULL || hdr_off == NULL || hdr_len == NULL)
+        rc = CLAWQ_ENOMEM;
+    for (i = 0; rc == 0 && i < p->n_tasks; i++) {
+        if (p->tasks[i]->n_headers == 0)
+            continue;
+        hdr_off[i] = hdr.len;
+        rc = headers_encode(p->tasks[i]->headers, p->tasks[i]->n_headers, &hdr);
+        hdr_len[i] = hdr.len - hdr_off[i];
+    }
+    if (rc != 0) {
+        reply_status(c, id, rc == CLAWQ_ETOO_LARGE ? CLAWQ_EINVALID : rc,
+                     rc == CLAWQ_ETOO_LARGE ? "headers too large" : NULL);
+        req_free(q);
+        goto done;
+    }
+    now = repl_now_ms(c->srv->r);
+    for (i = 0; i < p->n_tasks; i++) {
+        const Clawq__PutTask *t = p->tasks[i];
+        cmd_put *o = &ops[i].u.put;
+        ops[i].type = CMD_PUT;
+        o->queue = cq_bytes_str(p->queue);
+        o->payload = cq_bytes_of(t->payload.data, t->payload.len);
+        o->priority = (uint8_t)t->priority;
+        o->run_at_ms = t->delay_ms > 0 ? now + t->delay_ms : 0;
+        o->deadline_ms = t->deadline_ms;
+        o->max_attempts = t->max_attempts;
+        if (t->idempotency_key != NULL)
+            o->idem_key = cq_bytes_str(t->idempotency_key);
+        if (hdr_len[i] > 0)
+            o->headers = cq_bytes_of(hdr.ptr + hdr_off[i], hdr_len[i]);
+    }
+    submit(q, ops, p->n_tasks, put_done);
+done:
+    cq_buf_fini(&hdr);
+    free(ops);
+    free(hdr_off);
+    free(hdr_len);
+}
+
+static void on_ack(sess *c, uint64_t id, const Clawq__AckRequest *a)
+{
+    cmd_op *ops;
+    size_t i;
+    req *q;
+
+    if (a->n_tasks == 0 || a->n_tasks > CLAWQ_MAX_BATCH) {
+        reply_status(c, id, CLAWQ_EINVALID, "ack wants 1..1024 tasks");
+        return;
+    }
+    q = write_begin(c, id, REQ_ACK);
+    if (q == NULL)
+        return;
+    ops = calloc(a->n_tasks, sizeof(*ops));
+    if (ops == NULL) {
+        reply_status(c, id, CLAWQ_ENOMEM, NULL);
+        req_free(q);
+        return;
+    }
+    for (i = 0; i < a->n_tasks; i++) {
+        ops[i].type = CMD_ACK;
+        ops[i].u.settle.id = a->tasks[i]->id;
+        ops[i].u.settle.lease_id = a->tasks[i]->lease_id;
+        ops[i].u.settle.delay_ms = -1;
+    }
+    submit(q, ops, a->n_tasks, ack_done);
+    free(ops);
+}
+
+static cq_bytes opt_str(const char *s)
+{
+    return s != NULL ? cq_bytes_str(s) : cq_bytes_of(NULL, 0);
+}
+
+static void on_settle(sess *c, uint64_t id, int type, const Clawq__LeaseRef *t,
+                      int64_t delay_ms, const char *error)
+{
+    cmd_op op;
+    req *q;
+
+    if (t == NULL) {
+        reply_status(c, id, CLAWQ_EINVALID, "missing task");
+        return;
+    }
+    q = write_begin(c, id, type == CMD_NACK ? REQ_NACK : REQ_FAIL);
+    if (q == NULL)
+        return;
+    memset(&op, 0, sizeof(op));
+    op.type = (uint8_t)type;
+    op.u.settle.id = t->id;
+    op.u.settle.lease_id = t->lease_id;
+    op.u.settle.delay_ms = delay_ms;
+    op.u.settle.error = opt_str(error);
+    submit(q, &op, 1, single_done);
+}
+
+static void on_extend(sess *c, uint64_t id, const Clawq__ExtendRequest *x)
+{
+    cmd_op op;
+    req *q;
+
+    if (x->task == NULL || x->lease_ms > 24u * 3600 * 1000 ||
+        (x->has_checkpoint && x->checkpoint.len > TASK_CHECKPOINT_MAX)) {
+        reply_status(c, id, CLAWQ_EINVALID,
+                     "extend wants a task, lease_ms <= 24h and a checkpoint "
+                     "<= 1 MiB");
+        return;
+    }
+    q = write_begin(c, id, REQ_EXTEND);
+    if (q == NULL)
+        return;
+    memset(&op, 0, sizeof(op));
+    op.type = CMD_EXTEND;
+    op.u.extend.id = x->task->id;
+    op.u.extend.lease_id = x->task->lease_id;
+    op.u.extend.lease_ms = x->lease_ms;
+    op.u.extend.has_progress = x->has_progress;
+    op.u.extend.progress = x->progress;
+    op.u.extend.has_checkpoint = x->has_checkpoint;
+    op.u.extend.checkpoint = cq_bytes_of(x->checkpoint.data, x->checkpoint.len);
+    submit(q, &op, 1, single_done);
+}
+
+static void on_report(sess *c, uint64_t id, const Clawq__ReportRequest *rp)
+{
+    report *r;
+
+    if (!name_ok(rp->queue)) {
+        reply_status(c, id, CLAWQ_EINVALID, "invalid queue name");
+        return;
+    }
+    r = report_find(c, cq_bytes_str(rp->queue));
+    if (r == NULL) {
+        report *p;
+        if (c->n_reports >= 64) {
+            reply_status(c, id, CLAWQ_EINVALID,
+                         "at most 64 reported queues per connection");
+            return;
+        }
+        p = realloc(c->reports, (c->n_reports + 1) * sizeof(*p));
+        if (p == NULL) {
+            reply_status(c, id, CLAWQ_ENOMEM, NULL);
+            return;
+        }
+        c->reports = p;
+        r = &c->reports[c->n_reports++];
+        memset(r, 0, sizeof(*r));
+        r->queue_len = strlen(rp->queue);
+        memcpy(r->queue, rp->queue, r->queue_len);
+    }
+    r->inflight = rp->inflight;
+    r->capacity = rp->capacity;
+    r->n_leased = 0; /* the report counts what the worker holds now */
+    reply_status(c, id, 0, "");
+}
+
+static void on_stats(sess *c, uint64_t id, const char *queue)
+{
+    Clawq__Response resp = CLAWQ__RESPONSE__INIT;
+    Clawq__StatsResponse sr = CLAWQ__STATS_RESPONSE__INIT;
+    Clawq__QueueStats qs;
+    fsm_queue_stats st;
+    tmp t = {NULL, false};
+    int rc;
+
+    if (!name_ok(queue)) {
+        reply_status(c, id, CLAWQ_EINVALID, "invalid queue name");
+        return;
+    }
+    rc = fsm_queue_stats_get(c->srv->s, cq_bytes_str(queue), &st);
+    if (rc != 0) {
+        reply_status(c, id, rc,
+                     rc == CLAWQ_ENOT_FOUND ? "no such queue" : NULL);
+        return;
+    }
+    fill_stats(&t, c->srv, &st, &qs);
+    sr.stats = &qs;
+    sr.has_node_id = 1;
+    sr.node_id = c->srv->node_id;
+    resp.id = id;
+    resp.body_case = CLAWQ__RESPONSE__BODY_STATS;
+    resp.stats = &sr;
+    send_response(c, &resp);
+    tmp_free(&t);
+}
+
+static void on_queues(sess *c, uint64_t id)
+{
+    Clawq__Response resp = CLAWQ__RESPONSE__INIT;
+    Clawq__QueuesResponse qr = CLAWQ__QUEUES_RESPONSE__INIT;
+    fsm_queue_stats *list = NULL;
+    tmp t = {NULL, false};
+    size_t n = 0, i;
+    int rc;
+
+    rc = fsm_queue_list(c->srv->s, &list, &n);
+    if (rc != 0) {
+        reply_status(c, id, rc, NULL);
+        return;
+    }
+    qr.queues = tmp_alloc(&t, (n ? n : 1) * sizeof(*qr.queues));
+    for (i = 0; qr.queues != NULL && i < n; i++) {
+        Clawq__QueueStats *qs = tmp_alloc(&t, sizeof(*qs));
+        if (qs == NULL)
+            break;
+        fill_stats(&t, c->srv, &list[i], qs);
+        qr.queues[qr.n_queues++] = qs;
+    }
+    qr.has_node_id = 1;
+    qr.node_id = c->srv->node_id;
+    resp.id = id;
+    resp.body_case = CLAWQ__RESPONSE__BODY_QUEUES;
+    resp.queues = &qr;
+    if (t.failed)
+        reply_status(c, id, CLAWQ_ENOMEM, NULL);
+    else
+        send_response(c, &resp);
+    tmp_free(&t);
+    free(list);
+}
+
+static void on_read_tasks(sess *c, uint64_t id, int rc, fsm_result *res,
+                          const char *not_found)
+{
+    if (rc != 0)
+        reply_status(c, id, rc, rc == CLAWQ_ENOT_FOUND ? not_found : NULL);
+    else
+        reply_tasks(c, id, res->tasks, res->n_tasks);
+}
+
+static bool dlq_filter(const Clawq__DlqFilter *f, uint32_t def_max,
+                       uint32_t cap, cmd_dlq *out)
+{
+    if (f == NULL || !name_ok(f->queue) || f->max > cap)
+        return false;
+    memset(out, 0, sizeof(*out));
+    out->queue = cq_bytes_str(f->queue);
+    out->error_substr = opt_str(f->error_contains);
+    out->from_ms = f->from_ms;
+    out->to_ms = f->to_ms;
+    out->max = f->max ? f->max : def_max;
+    return true;
+}
+
+static void on_peek(sess *c, uint64_t id, const Clawq__PeekRequest *p)
+{
+    fsm_result res;
+    int rc;
+
+    if (!name_ok(p->queue) || p->max == 0 || p->max > PEEK_MAX ||
+        p->state < CLAWQ__TASK_STATE__READY ||
+        p->state > CLAWQ__TASK_STATE__DEAD) {
+        reply_status(c, id, CLAWQ_EINVALID,
+                     "peek wants a valid queue, a state and max 1..1000");
+        return;
+    }
+    fsm_result_init(&res);
+    rc = fsm_peek(c->srv->s, cq_bytes_str(p->queue), (int)p->state, p->max,
+                  &res);
+    on_read_tasks(c, id, rc, &res, "no such queue");
+    fsm_result_fini(&res);
+}
+
+static void on_dlq_list(sess *c, uint64_t id, const Clawq__DlqListRequest *l)
+{
+    fsm_result res;
+    cmd_dlq f;
+    int rc;
+
+    if (!dlq_filter(l->filter, DLQ_LIST_DEFAULT, DLQ_LIST_MAX, &f)) {
+        reply_status(c, id, CLAWQ_EINVALID,
+                     "dlq list wants a valid queue and max <= 1000");
+        return;
+    }
+    fsm_result_init(&res);
+    rc = fsm_dlq_list(c->srv->s, &f, l->after_ms, l->after_id, &res);
+    on_read_tasks(c, id, rc, &res, "no such queue");
+    fsm_result_fini(&res);
+}
+
+static void on_task_get(sess *c, uint64_t id, uint64_t task_id)
+{
+    fsm_result res;
+    int rc;
+
+    fsm_result_init(&res);
+    rc = fsm_task_get(c->srv->s, task_id, &res);
+    on_read_tasks(c, id, rc, &res, "no such task");
+    fsm_result_fini(&res);
+}
+
+static void on_dlq_action(sess *c, uint64_t id, int type,
+                          const Clawq__DlqFilter *f)
+{
+    cmd_op op;
+    req *q;
+
+    memset(&op, 0, sizeof(op));
+    if (!dlq_filter(f, CMD_DLQ_DEFAULT, UINT32_MAX, &op.u.dlq)) {
+        reply_status(c, id, CLAWQ_EINVALID, "invalid queue name");
+        return;
+    }
+    q = write_begin(c, id, REQ_COUNT);
+    if (q == NULL)
+        return;
+    op.type = (uint8_t)type;
+    submit(q, &op, 1, single_done);
+}
+
+static void on_queue_op(sess *c, uint64_t id, int type, const char *queue)
+{
+    cmd_op op;
+    req *q;
+
+    if (!name_ok(queue)) {
+        reply_status(c, id, CLAWQ_EINVALID, "invalid queue name");
+        return;
+    }
+    q = write_begin(c, id, type == CMD_QUEUE_PURGE ? REQ_COUNT : REQ_PLAIN);
+    if (q == NULL)
+        return;
+    memset(&op, 0, sizeof(op));
+    op.type = (uint8_t)type;
+    op.u.queue.queue = cq_bytes_str(queue);
+    submit(q, &op, 1, single_done);
+}
+
+static void on_queue_set(sess *c, uint64_t id, const Clawq__QueueSetRequest *r)
+{
+    const Clawq__QueueSettings *s = r->settings;
+    cmd_op op;
+    cmd_queue_set *qs = &op.u.queue_set;
+    req *q;
+
+    if (!name_ok(r->queue) || s == NULL) {
+        reply_status(c, id, CLAWQ_EINVALID, "invalid queue name");
+        return;
+    }
+    if (s->has_paused) {
+        reply_status(c, id, CLAWQ_EINVALID,
+                     "paused is read-only here: use pause / resume");
+        return;
+    }
+    memset(&op, 0, sizeof(op));
+    op.type = CMD_QUEUE_SET;
+    qs->queue = cq_bytes_str(r->queue);
+#define F(flag, field)                                                         \
+    if (s->has_##field) {                                                      \
+        qs->fields |= (flag);                                                  \
+        qs->settings.field = s->field;                                         \
+    }
+    F(QSET_LEASE_MS, lease_ms);
+    F(QSET_MAX_ATTEMPTS, max_attempts);
+    F(QSET_BACKOFF_BASE_MS, backoff_base_ms);
+    F(QSET_BACKOFF_MAX_MS, backoff_max_ms);
+    F(QSET_MAX_DEPTH, max_depth);
+    F(QSET_MAX_PAYLOAD, max_payload);
+    F(QSET_DEDUP_WINDOW_MS, dedup_window_ms);
+#undef F
+    q = write_begin(c, id, REQ_PLAIN);
+    if (q == NULL)
+        return;
+    submit(q, &op, 1, single_done);
+}
+
+static void on_hello(sess *c, uint64_t id, const Clawq__Hello *h)
+{
+    Clawq__Response resp = CLAWQ__RESPONSE__INIT;
+    Clawq__HelloResponse hr = CLAWQ__HELLO_RESPONSE__INIT;
+    repl_info info;
+
+    if (h->has_protocol_version &&
+        h->protocol_version != CLAWQ_PROTOCOL_VERSION) {
+        reply_status(c, id, CLAWQ_EINVALID, "unsupported protocol version");
+        return;
+    }
+    c->hello = true;
+    repl_get_info(c->srv->r, &info);
+    hr.has_protocol_version = 1;
+    hr.protocol_version = CLAWQ_PROTOCOL_VERSION;
+    hr.has_node_id = 1;
+    hr.node_id = c->srv->node_id;
+    hr.has_leader_id = 1;
+    hr.leader_id = info.leader_id;
+    hr.has_max_frame = 1;
+    hr.max_frame = c->srv->limits.max_frame;
+    hr.has_max_batch = 1;
+    hr.max_batch = CLAWQ_MAX_BATCH;
+    hr.server_version = "clawqd 0.1.0";
+    resp.id = id;
+    resp.body_case = CLAWQ__RESPONSE__BODY_HELLO;
+    resp.hello = &hr;
+    send_response(c, &resp);
+}
+
+/* Handles one decoded request. Returns false when the connection must
+ * close (the reply, if any, is queued first). */
+static bool dispatch(sess *c, const Clawq__Request *rq)
+{
+    uint64_t id = rq->id;
+
+    if (!c->hello && rq->body_case != CLAWQ__REQUEST__BODY_HELLO) {
+        reply_status(c, id, CLAWQ_EINVALID, "the first request must be Hello");
+        return false;
+    }
+    switch (rq->body_case) {
+    case CLAWQ__REQUEST__BODY_HELLO:
+        on_hello(c, id, rq->hello);
+        return c->hello;
+    case CLAWQ__REQUEST__BODY_PUT:
+        on_put(c, id, rq->put);
+        break;
+    case CLAWQ__REQUEST__BODY_PULL:
+        on_pull(c, id, rq->pull);
+        break;
+    case CLAWQ__REQUEST__BODY_ACK:
+        on_ack(c, id, rq->ack);
+        break;
+    case CLAWQ__REQUEST__BODY_NACK:
+        on_settle(c, id, CMD_NACK, rq->nack->task, rq->nack->delay_ms,
+                  rq->nack->error);
+        break;
+    case CLAWQ__REQUEST__BODY_FAIL:
+        on_settle(c, id, CMD_FAIL, rq->fail->task, -1, rq->fail->error);
+        break;
+    case CLAWQ__REQUEST__BODY_EXTEND:
+        on_extend(c, id, rq->extend);
+        break;
+    case CLAWQ__REQUEST__BODY_REPORT:
+        on_report(c, id, rq->report);
+        break;
+    case CLAWQ__REQUEST__BODY_STATS:
+        on_stats(c, id, rq->stats->queue);
+        break;
+    case CLAWQ__REQUEST__BODY_QUEUES:
+        on_queues(c, id);
+        break;
+    case CLAWQ__REQUEST__BODY_PEEK:
+        on_peek(c, id, rq->peek);
+        break;
+    case CLAWQ__REQUEST__BODY_DLQ_LIST:
+        on_dlq_list(c, id, rq->dlq_list);
+        break;
+    case CLAWQ__REQUEST__BODY_DLQ_REPLAY:
+        on_dlq_action(c, id, CMD_DLQ_REPLAY, rq->dlq_replay);
+        break;
+    case CLAWQ__REQUEST__BODY_DLQ_PURGE:
+        on_dlq_action(c, id, CMD_DLQ_PURGE, rq->dlq_purge);
+        break;
+    case CLAWQ__REQUEST__BODY_QUEUE_SET:
+        on_queue_set(c, id, rq->queue_set);
+        break;
+    case CLAWQ__REQUEST__BODY_PAUSE:
+        on_queue_op(c, id, CMD_QUEUE_PAUSE, rq->pause->queue);
+        break;
+    case CLAWQ__REQUEST__BODY_RESUME:
+        on_queue_op(c, id, CMD_QUEUE_RESUME, rq->resume->queue);
+        break;
+    case CLAWQ__REQUEST__BODY_PURGE:
+        on_queue_op(c, id, CMD_QUEUE_PURGE, rq->purge->queue);
+        break;
+    case CLAWQ__REQUEST__BODY_TASK_GET:
+        on_task_get(c, id, rq->task_get->id);
+        break;
+    default:
+        reply_status(c, id, CLAWQ_EINVALID, "unknown request");
+        break;
+    }
+    return true;
+}
+
+/* ---- reading ---- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    sess *c = h->data;
+    size_t limit = (size_t)c->srv->limits.max_frame + CLAWQ_FRAME_HEADER_LEN;
+    size_t want = c->rlen + READ_CHUNK;
+
+    (void)hint;
+    if (want > limit)
+        want = limit;
+    if (c->rcap < want) {
+        uint8_t *p = realloc(c->rbuf, want);
+        if (p != NULL) {
+            c->rbuf = p;
+            c->rcap = want;
+        }
+    }
+    *buf =
+        uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
+}
+
+static void read_resume_maybe(sess *c)
+{
+    if (c->reading || c->closing || c->srv->shutting_down)
+        return;
+    if (c->wbytes > c->srv->limits.write_buffer / 2 ||
+        c->pending >= c->srv->limits.max_pending)
+        return;
+    start_reading(c);
+}
+
+static void start_reading(sess *c)
+{
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = true;
+}
+
+static void protocol_error(sess *c, int err, const char *why)
+{
+    LOG_RATELIMITED(LOG_WARN, "conn.protocol_error", 1000,
+                    "conn=%llu error=%s msg=\"%s\"", (unsigned long long)c->id,
+                    clawq_err_name(err), why);
+    reply_status(c, 0, err, why);
+    /* Close once the error reply is written. */
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    sess_drain(c);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    sess *c = s->data;
+    size_t off = 0;
+
+    (void)buf;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            LOG(LOG_DEBUG, "conn.read_failed", "conn=%llu error=%s",
+                (unsigned long long)c->id, uv_strerror((int)nread));
+        sess_close(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    c->rlen += (size_t)nread;
+    if (c->srv->limits.idle_timeout_ms > 0)
+        uv_timer_again(&c->idle);
+
+    while (c->rlen - off >= CLAWQ_FRAME_HEADER_LEN && !c->closing &&
+           !c->draining) {
+        uint32_t len = clawq_frame_get_len(c->rbuf + off);
+        Clawq__Request *rq;
+        bool keep;
+
+        if (len > c->srv->limits.max_frame) {
+            protocol_error(c, CLAWQ_ETOO_LARGE, "frame over max-frame");
+            return;
+        }
+        if (c->rlen - off - CLAWQ_FRAME_HEADER_LEN < len)
+            break;
+        rq = clawq__request__unpack(NULL, len,
+                                    c->rbuf + off + CLAWQ_FRAME_HEADER_LEN);
+        off += CLAWQ_FRAME_HEADER_LEN + len;
+        if (rq == NULL) {
+            protocol_error(c, CLAWQ_EINVALID, "undecodable request");
+            return;
+        }
+        keep = dispatch(c, rq);
+        clawq__request__free_unpacked(rq, NULL);
+        if (!keep) {
+            protocol_error(c, CLAWQ_EINVALID, "closing");
+            return;
+        }
+    }
+    if (off > 0) {
+        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+        c->rlen -= off;
+    }
+    /* Backpressure: too many outstanding or unsent replies. */
+    if (c->reading && !c->closing &&
+        (c->pending >= c->srv->limits.max_pending ||
+         c->wbytes > c->srv->limits.write_buffer)) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+static void on_idle_timeout(uv_timer_t *t)
+{
+    sess *c = t->data;
+
+    if (c->pending > 0)
+        return; /* a long poll counts as activity */
+    LOG(LOG_DEBUG, "conn.idle_timeout", "conn=%llu", (unsigned long long)c->id);
+    sess_close(c);
+}
+
+int sess_new(server *srv, sess **out)
+{
+    sess *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return CLAWQ_ENOMEM;
+    c->srv = srv;
+    c->id = ++srv->next_conn_id;
+    uv_tcp_init(srv->loop, &c->tcp);
+    uv_timer_init(srv->loop, &c->idle);
+    c->tcp.data = c;
+    c->idle.data = c;
+    c->refs = 2;
+    c->next = srv->sessions;
+    if (srv->sessions != NULL)
+        srv->sessions->prev = c;
+    srv->sessions = c;
+    srv->n_sessions++;
+    *out = c;
+    return 0;
+}
+
+sess *sess_next(sess *c)
+{
+    return c->next;
+}
+
+uv_tcp_t *sess_tcp(sess *c)
+{
+    return &c->tcp;
+}
+
+void sess_start(sess *c)
+{
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (c->srv->limits.idle_timeout_ms > 0)
+        uv_timer_start(&c->idle, on_idle_timeout,
+                       c->srv->limits.idle_timeout_ms,
+                       c->srv->limits.idle_timeout_ms);
+    start_reading(c);
+}

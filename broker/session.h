@@ -1,0 +1,69 @@
+/* session.h: one client connection, and the server context they share.
+ *
+ * A session owns its TCP handle, its read buffer (capped at the frame
+ * limit), the accounting of replies not yet written, its worker load
+ * reports and its outstanding requests. Frames in (proto/frame.h), Hello
+ * first, every request answered by id, possibly out of order; writes are
+ * proposed through repl and answered once applied; reads are served from
+ * the store at once. When replies pile up past the write-buffer limit, or
+ * too many requests are outstanding, the session stops reading until they
+ * drain.
+ */
+#ifndef CLAWQ_SESSION_H
+#define CLAWQ_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "repl.h"
+#include "scheduler.h"
+#include "store.h"
+
+typedef struct sess sess;
+
+typedef struct sess_limits {
+    uint32_t max_frame;       /* bytes of one frame */
+    uint32_t max_payload;     /* bytes of one task payload */
+    uint32_t max_pending;     /* outstanding requests per connection */
+    uint32_t max_wait_ms;     /* long-poll cap */
+    uint32_t idle_timeout_ms; /* 0 = none */
+    size_t write_buffer;      /* unsent reply bytes before reading stops */
+} sess_limits;
+
+/* What every session shares. Owned by net (created in main). */
+typedef struct server {
+    uv_loop_t *loop;
+    store *s;
+    repl *r;
+    sched *sc;
+    sess_limits limits;
+    uint32_t node_id;
+    bool shutting_down;
+    sess *sessions; /* all open sessions */
+    size_t n_sessions;
+    uint64_t next_conn_id;
+    void (*on_session_closed)(struct server *srv); /* net's drain check */
+    void *drain_ctx;                               /* net's, for that */
+} server;
+
+/* Takes an accepted TCP handle's place: initialises the session's own
+ * handle on the loop (the caller accepts into sess_tcp()). */
+int sess_new(server *srv, sess **out);
+uv_tcp_t *sess_tcp(sess *c);
+/* Starts reading after a successful accept. */
+void sess_start(sess *c);
+/* Closes the connection; outstanding requests finish silently. */
+void sess_close(sess *c);
+/* Shutdown: close once nothing is outstanding (now, if idle). */
+void sess_drain(sess *c);
+bool sess_is_idle(const sess *c);
+/* The next session in srv->sessions (drain walks the list). */
+sess *sess_next(sess *c);
+
+/* Sum of the worker reports for a queue over all sessions. */
+void sess_reports_sum(server *srv, cq_bytes queue, uint32_t *workers,
+                      uint64_t *capacity, uint64_t *inflight);
+
+#endif /* CLAWQ_SESSION_H */
