@@ -437,12 +437,19 @@ int cmd_decode(const void *buf, size_t len, cmd_batch **out)
     msgpack_object obj;
     const msgpack_object *f, *ops;
     msgpack_unpack_return r;
-    size_t off = 0, i;
+    size_t off = 0, used, i;
     uint64_t version;
     int rc;
 
-    if (len == 0 || len > CMD_MAX_BYTES || !mp_is_bounded(buf, len, 8))
+    if (len == 0 || len > CMD_MAX_BYTES || !mp_span(buf, len, 8, &used) ||
+        len - used >= CMD_ALIGN)
         return CLAWQ_ECORRUPT;
+    for (off = used; off < len; off++) {
+        if (((const uint8_t *)buf)[off] != 0)
+            return CLAWQ_ECORRUPT;
+    }
+    len = used;
+    off = 0;
     b = calloc(1, sizeof(*b));
     if (b == NULL)
         return CLAWQ_ENOMEM;

@@ -9,6 +9,9 @@
  * op an array [type, fields...] in the order of the structs below; strings
  * and byte fields are msgpack bin or str, optional ones nil.
  *
+ * The Raft log wants entries of a multiple of 8 bytes (CMD_ALIGN): the
+ * decoder ignores up to 7 zero bytes of padding after the command.
+ *
  * The decoder checks structure and types and rejects anything malformed
  * with CLAWQ_ECORRUPT without crashing; it does not judge meaning (a bad
  * queue name decodes and fails at apply time with CLAWQ_EINVALID).
@@ -27,6 +30,7 @@
 #define CMD_MAX_OPS 65536         /* ops in one command */
 #define CMD_MAX_BYTES (64u << 20) /* bytes of one encoded command */
 #define CMD_LEASE_MAX 1024        /* tasks one lease op may take */
+#define CMD_ALIGN 8               /* entries are padded to a multiple of this */
 
 enum cmd_type {
     CMD_PUT = 1,

@@ -266,6 +266,12 @@ int queue_rec_encode(const queue_rec *q, cq_buf *out)
 
 bool mp_is_bounded(const void *buf, size_t len, unsigned max_depth)
 {
+    size_t used;
+    return mp_span(buf, len, max_depth, &used) && used == len;
+}
+
+bool mp_span(const void *buf, size_t len, unsigned max_depth, size_t *used)
+{
     const uint8_t *p = buf;
     size_t off = 0;
     /* Objects still to read at each open depth. */
@@ -412,7 +418,8 @@ bool mp_is_bounded(const void *buf, size_t len, unsigned max_depth)
             todo[++depth] = n;
         }
     }
-    return off == len;
+    *used = off;
+    return true;
 }
 
 /* Unpacks one msgpack object spanning exactly [buf, buf+len) into a zone

@@ -125,6 +125,10 @@ int queue_rec_decode(const void *buf, size_t len, queue_rec *out);
  * msgpack-c allocates room for a claimed count before reading it. */
 bool mp_is_bounded(const void *buf, size_t len, unsigned max_depth);
 
+/* Like mp_is_bounded for the first object of buf, which may be followed by
+ * other bytes: true with its length in *used. */
+bool mp_span(const void *buf, size_t len, unsigned max_depth, size_t *used);
+
 /* Key layouts (big-endian, so byte order is numeric order). Each writes
  * into `key`, which must hold the stated size, and returns the length. */
 #define KEY_TASK_LEN 8     /* id */

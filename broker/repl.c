@@ -230,20 +230,25 @@ static void flush(repl *r)
             continue;
         }
         cmd = cmd_writer_finish(&e->w, repl_now_ms(r));
-        buf.len = cmd.len;
-        buf.base = raft_malloc(cmd.len);
+        /* The uv backend wants 8-byte aligned entries: pad with zeros,
+         * which cmd_decode ignores. */
+        buf.len = (cmd.len + CMD_ALIGN - 1) / CMD_ALIGN * CMD_ALIGN;
+        buf.base = raft_malloc(buf.len);
         if (buf.base == NULL) {
             entry_fail(e, CLAWQ_ENOMEM);
             continue;
         }
         memcpy(buf.base, cmd.ptr, cmd.len);
+        memset((uint8_t *)buf.base + cmd.len, 0, buf.len - cmd.len);
         /* The writer's bytes are not needed any more. */
         cmd_writer_fini(&e->w);
         rc = raft_apply(&r->raft, &e->req, &buf, 1, apply_done);
         if (rc != 0) {
-            raft_free(buf.base);
-            LOG(LOG_WARN, "repl.propose_failed", "status=%s",
-                raft_strerror(rc));
+            /* 0.22 frees the buffer on some failures and not on others:
+             * leak it rather than risk a double free (this path means a
+             * bug or a dying node). */
+            LOG(LOG_WARN, "repl.propose_failed", "status=%s errmsg=\"%s\"",
+                raft_strerror(rc), raft_errmsg(&r->raft));
             entry_fail(e, rc == RAFT_NOTLEADER ? CLAWQ_ENOT_LEADER
                                                : CLAWQ_EUNAVAILABLE);
             continue;
