@@ -148,6 +148,8 @@ static void tmp_free(tmp *t)
 
 /* ---- lifetime ---- */
 
+static void req_free(req *q);
+
 static void sess_unref(sess *c)
 {
     size_t i;
@@ -172,14 +174,20 @@ static void on_handle_closed(uv_handle_t *h)
 
 void sess_close(sess *c)
 {
-    req *q;
+    req *q, *next;
 
     if (c->closing)
         return;
     c->closing = true;
-    /* Waiting pullers go now; requests in Raft finish silently. */
-    for (q = c->reqs; q != NULL; q = q->next)
-        sched_cancel(c->srv->sc, &q->waiter);
+    /* Waiting pullers go now; requests in Raft finish silently. The
+     * handles' references keep c alive through this loop. */
+    for (q = c->reqs; q != NULL; q = next) {
+        next = q->next;
+        if (q->waiter.registered) {
+            sched_cancel(c->srv->sc, &q->waiter);
+            req_free(q);
+        }
+    }
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
@@ -1509,7 +1517,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 
 static void read_resume_maybe(sess *c)
 {
-    if (c->reading || c->closing || c->srv->shutting_down)
+    if (c->reading || c->closing || c->draining || c->srv->shutting_down)
         return;
     if (c->wbytes > c->srv->limits.write_buffer / 2 ||
         c->pending >= c->srv->limits.max_pending)
@@ -1578,7 +1586,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         keep = dispatch(c, rq);
         clawq__request__free_unpacked(rq, NULL);
         if (!keep) {
-            protocol_error(c, CLAWQ_EINVALID, "closing");
+            /* dispatch answered already: close once that is written. */
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->reading = false;
+            sess_drain(c);
             return;
         }
     }
