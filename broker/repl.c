@@ -71,7 +71,19 @@ struct repl {
     void (*close_done)(void *);
     void *close_arg;
     int handles_open;
-    char *raft_dir;
+
+    /* The InstallSnapshot hold (see "io wrapper" below). */
+    int (*io_start)(struct raft_io *, unsigned, raft_io_tick_cb,
+                    raft_io_recv_cb);
+    int (*io_snapshot_put)(struct raft_io *, unsigned,
+                           struct raft_io_snapshot_put *,
+                           const struct raft_snapshot *,
+                           raft_io_snapshot_put_cb);
+    raft_io_recv_cb recv;
+    struct put_wrap *puts; /* local snapshot writes in flight */
+    struct held_msg *held_head, *held_tail;
+    uv_timer_t release;
+    uint64_t held_total;
 };
 
 static uint64_t wall_ms(void)
@@ -261,6 +273,141 @@ static void flush(repl *r)
         r->flight_tail = e;
         r->proposed++;
     }
+}
+
+/* ---- io wrapper: hold InstallSnapshot during a local snapshot write ----
+ *
+ * libraft 0.22.1 crashes a node that receives InstallSnapshot(Y) while its
+ * own snapshot write at X < Y is in flight (NOTES-RAFT.md): it resets its
+ * log to Y, and when the local write completes it looks X up in a log
+ * that no longer has it. We wrap the uv io with the public API only: while
+ * a local snapshot write (snapshot_put with trailing != 0) is in flight, an
+ * incoming InstallSnapshot, and every message after it to keep the stream
+ * in order, is held; once the write's callback has returned, the held
+ * messages are handed on in order from a 0 ms timer. */
+
+typedef struct put_wrap {
+    repl *r;
+    raft_io_snapshot_put_cb cb;
+    void *data; /* libraft's req->data while we borrow it */
+    struct put_wrap *next;
+} put_wrap;
+
+typedef struct held_msg {
+    struct raft_message m;
+    char *address;
+    struct held_msg *next;
+} held_msg;
+
+static repl *repl_of_io(struct raft_io *io)
+{
+    struct raft *raft = io->data;
+    return raft->data;
+}
+
+static void release_held(uv_timer_t *t)
+{
+    repl *r = t->data;
+    held_msg *h;
+
+    while ((h = r->held_head) != NULL && r->puts == NULL) {
+        r->held_head = h->next;
+        if (r->held_head == NULL)
+            r->held_tail = NULL;
+        r->recv(&r->io, &h->m);
+        free(h->address);
+        free(h);
+    }
+}
+
+static void io_recv(struct raft_io *io, struct raft_message *m)
+{
+    repl *r = repl_of_io(io);
+    held_msg *h;
+
+    if (r->puts == NULL ||
+        (m->type != RAFT_INSTALL_SNAPSHOT && r->held_head == NULL)) {
+        r->recv(io, m);
+        return;
+    }
+    h = calloc(1, sizeof(*h));
+    if (h != NULL && m->server_address != NULL)
+        h->address = strdup(m->server_address);
+    if (h == NULL || (m->server_address != NULL && h->address == NULL)) {
+        /* Cannot hold it: drop it; the leader resends after its
+         * timeout. */
+        free(h);
+        LOG(LOG_WARN, "repl.hold_dropped", "type=%d", (int)m->type);
+        return;
+    }
+    h->m = *m;
+    h->m.server_address = h->address;
+    if (r->held_tail != NULL)
+        r->held_tail->next = h;
+    else
+        r->held_head = h;
+    r->held_tail = h;
+    r->held_total++;
+    LOG(LOG_INFO, "repl.hold", "type=%d from=%llu", (int)m->type,
+        (unsigned long long)m->server_id);
+}
+
+/* The write finished: hand libraft its request back, then release what
+ * was held once no local write is left. req->data was borrowed for the
+ * wrap (the uv io does not use it) and is restored first. */
+static void io_put_done(struct raft_io_snapshot_put *req, int status)
+{
+    put_wrap *w = req->data, **pp;
+    repl *r = w->r;
+
+    req->data = w->data;
+    for (pp = &r->puts; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    }
+    w->cb(req, status);
+    free(w);
+    if (r->puts == NULL && r->held_head != NULL && !r->closing)
+        uv_timer_start(&r->release, release_held, 0, 0);
+}
+
+static int io_snapshot_put(struct raft_io *io, unsigned trailing,
+                           struct raft_io_snapshot_put *req,
+                           const struct raft_snapshot *snapshot,
+                           raft_io_snapshot_put_cb cb)
+{
+    repl *r = repl_of_io(io);
+    put_wrap *w;
+    int rc;
+
+    if (trailing == 0) /* installing a received snapshot: not ours */
+        return r->io_snapshot_put(io, trailing, req, snapshot, cb);
+    w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return RAFT_NOMEM;
+    w->r = r;
+    w->cb = cb;
+    w->data = req->data;
+    req->data = w;
+    rc = r->io_snapshot_put(io, trailing, req, snapshot, io_put_done);
+    if (rc != 0) {
+        req->data = w->data;
+        free(w);
+        return rc;
+    }
+    w->next = r->puts;
+    r->puts = w;
+    return 0;
+}
+
+static int io_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
+                    raft_io_recv_cb recv)
+{
+    repl *r = repl_of_io(io);
+    r->recv = recv;
+    return r->io_start(io, msecs, tick, io_recv);
 }
 
 /* ---- FSM callbacks ---- */
@@ -502,7 +649,15 @@ int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
     uv_check_start(&r->check, on_check);
     uv_idle_init(loop, &r->idle);
     r->idle.data = r;
-    r->handles_open = 2;
+    uv_timer_init(loop, &r->release);
+    r->release.data = r;
+    r->handles_open = 3;
+
+    /* The InstallSnapshot hold: wrap the io before raft_start uses it. */
+    r->io_start = r->io.start;
+    r->io.start = io_start;
+    r->io_snapshot_put = r->io.snapshot_put;
+    r->io.snapshot_put = io_snapshot_put;
 
     rc = raft_start(&r->raft);
     if (rc != 0) {
@@ -552,6 +707,7 @@ void repl_get_info(repl *r, repl_info *out)
     out->entries_proposed = r->proposed;
     out->snapshots_taken = r->snapshots;
     out->last_snapshot_ms = r->last_snapshot_ms;
+    out->messages_held = r->held_total;
 }
 
 static void handle_closed(uv_handle_t *h)
@@ -584,8 +740,18 @@ static void raft_closed(struct raft *raft)
         entry_fail(e, CLAWQ_ESHUTTING_DOWN);
     }
     r->flight_tail = NULL;
+    /* Messages still held are dropped; their buffers go with the
+     * process. */
+    while (r->held_head != NULL) {
+        held_msg *h = r->held_head;
+        r->held_head = h->next;
+        free(h->address);
+        free(h);
+    }
+    r->held_tail = NULL;
     uv_close((uv_handle_t *)&r->check, handle_closed);
     uv_close((uv_handle_t *)&r->idle, handle_closed);
+    uv_close((uv_handle_t *)&r->release, handle_closed);
 }
 
 void repl_close(repl *r, void (*done)(void *arg), void *arg)

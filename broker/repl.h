@@ -66,6 +66,8 @@ typedef struct repl_info {
     uint64_t snapshots_taken;
     uint64_t last_snapshot_ms; /* how long the last snapshot serialisation
                                   blocked the loop */
+    uint64_t messages_held;    /* held behind a local snapshot write (the
+                                  0.22.1 InstallSnapshot workaround) */
 } repl_info;
 
 /* Starts Raft on `loop` over store `s`: bootstraps a one-voter cluster in a
