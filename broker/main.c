@@ -202,6 +202,7 @@ int main(int argc, char **argv)
     d.srv.r = d.r;
     d.srv.sc = d.sc;
     d.srv.node_id = d.cfg.node_id;
+    d.srv.listen_addr = d.cfg.listen;
     d.srv.limits.max_frame = (uint32_t)d.cfg.max_frame;
     d.srv.limits.max_payload = (uint32_t)d.cfg.max_payload;
     d.srv.limits.max_pending = d.cfg.max_pending;

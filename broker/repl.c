@@ -37,7 +37,8 @@ typedef struct sub {
 typedef struct entry {
     struct raft_apply req;
     repl *r;
-    uint64_t index; /* 0 until proposed */
+    uint64_t created; /* uv_now() when its first op came */
+    uint64_t index;   /* 0 until proposed */
     cmd_writer w;
     sub *subs;
     size_t n_subs, cap_subs;
@@ -65,6 +66,7 @@ struct repl {
     bool leader;      /* as reported to hooks (after the barrier) */
     bool raft_leader; /* raft_state() seen at the last check */
     bool closing;
+    uint64_t hold_ms;  /* how long submissions wait for a leader */
     uint64_t last_now; /* now_ms of the last applied command */
     store_snap *snap;
     uint64_t proposed, snapshots, last_snapshot_ms;
@@ -165,6 +167,16 @@ static void apply_done(struct raft_apply *req, int status, void *result)
     entry_free(e);
 }
 
+/* Another node is the known leader (so waiting here helps nobody). */
+static bool leader_elsewhere(repl *r)
+{
+    raft_id id = 0;
+    const char *addr = NULL;
+
+    raft_leader(&r->raft, &id, &addr);
+    return id != 0 && id != r->raft.id;
+}
+
 static void on_idle(uv_idle_t *h)
 {
     (void)h; /* stopped by on_check once the batches are proposed */
@@ -178,7 +190,7 @@ int repl_submit(repl *r, const cmd_op *ops, size_t n, repl_cb cb, void *arg)
 
     if (r->closing)
         return CLAWQ_ESHUTTING_DOWN;
-    if (!r->leader)
+    if (!r->raft_leader && leader_elsewhere(r))
         return CLAWQ_ENOT_LEADER;
     if (n == 0)
         return CLAWQ_EINVALID;
@@ -186,6 +198,7 @@ int repl_submit(repl *r, const cmd_op *ops, size_t n, repl_cb cb, void *arg)
         e = entry_new(r);
         if (e == NULL)
             return CLAWQ_ENOMEM;
+        e->created = uv_now(r->loop);
         if (r->open_tail != NULL)
             r->open_tail->next = e;
         else
@@ -232,13 +245,17 @@ static void flush(repl *r)
     int rc;
 
     while ((e = r->open_head) != NULL) {
+        if (!r->raft_leader && !r->closing && !leader_elsewhere(r) &&
+            uv_now(r->loop) - e->created < r->hold_ms)
+            return; /* no leader yet (starting, electing): keep it */
         r->open_head = e->next;
         if (r->open_head == NULL)
             r->open_tail = NULL;
         e->next = NULL;
         if (!r->raft_leader || r->closing) {
-            entry_fail(e,
-                       r->closing ? CLAWQ_ESHUTTING_DOWN : CLAWQ_ENOT_LEADER);
+            entry_fail(e, r->closing            ? CLAWQ_ESHUTTING_DOWN
+                          : leader_elsewhere(r) ? CLAWQ_ENOT_LEADER
+                                                : CLAWQ_EUNAVAILABLE);
             continue;
         }
         cmd = cmd_writer_finish(&e->w, repl_now_ms(r));
@@ -576,7 +593,10 @@ static void on_check(uv_check_t *h)
         /* The hook may have submitted more (a tick, a woken puller). */
         flush(r);
     }
-    if (r->open_head == NULL && uv_is_active((uv_handle_t *)&r->idle))
+    /* Nothing proposable left: let the loop sleep (Raft's own timers
+     * wake it to retry held batches). */
+    if ((r->open_head == NULL || !r->raft_leader) &&
+        uv_is_active((uv_handle_t *)&r->idle))
         uv_idle_stop(&r->idle);
 }
 
@@ -594,6 +614,8 @@ int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
     r->s = s;
     r->hooks = *h;
     r->raft.data = r;
+    /* Long enough for an election or two; then UNAVAILABLE. */
+    r->hold_ms = 4 * (uint64_t)o->election_ms + 500;
     fsm_result_init(&r->scratch);
 
     r->fsm.version = 3;
@@ -689,6 +711,11 @@ fail:
 bool repl_is_leader(repl *r)
 {
     return r->leader;
+}
+
+bool repl_accepts_writes(repl *r)
+{
+    return !r->closing && (r->raft_leader || !leader_elsewhere(r));
 }
 
 void repl_get_info(repl *r, repl_info *out)

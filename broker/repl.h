@@ -76,12 +76,19 @@ typedef struct repl_info {
 int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
                const repl_hooks *h, repl **out);
 
-/* Buffers ops for this loop turn's command. Returns 0 (cb will fire), or
- * CLAWQ_ENOT_LEADER / CLAWQ_ESHUTTING_DOWN / CLAWQ_ETOO_LARGE /
- * CLAWQ_ENOMEM at once (cb will not fire). */
+/* Buffers ops for this loop turn's command. While no leader is known
+ * (starting, electing) the command is held for up to 4 election timeouts
+ * + 500 ms, then fails with CLAWQ_EUNAVAILABLE. Returns 0 (cb will fire),
+ * or CLAWQ_ENOT_LEADER (another node leads) / CLAWQ_ESHUTTING_DOWN /
+ * CLAWQ_ETOO_LARGE / CLAWQ_ENOMEM at once (cb will not fire). */
 int repl_submit(repl *r, const cmd_op *ops, size_t n, repl_cb cb, void *arg);
 
+/* Leader and caught up (the barrier of its term applied): serves reads
+ * and runs the scheduler. */
 bool repl_is_leader(repl *r);
+/* Submissions are not refused at once: this node leads, or no node is
+ * known to. */
+bool repl_accepts_writes(repl *r);
 void repl_get_info(repl *r, repl_info *out);
 
 /* The leader's clock for commands: wall-clock ms, never below the now_ms

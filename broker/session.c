@@ -442,7 +442,7 @@ static req *write_begin(sess *c, uint64_t id, int kind)
         reply_status(c, id, CLAWQ_ESHUTTING_DOWN, NULL);
         return NULL;
     }
-    if (!repl_is_leader(c->srv->r)) {
+    if (!repl_accepts_writes(c->srv->r)) {
         reply_status(c, id, CLAWQ_ENOT_LEADER, "this node is not the leader");
         return NULL;
     }
@@ -927,7 +927,7 @@ static void pull_submit(req *q)
     uint32_t max;
     int rc;
 
-    if (!repl_is_leader(q->c->srv->r)) {
+    if (!repl_accepts_writes(q->c->srv->r)) {
         reply_status(q->c, q->id, CLAWQ_ENOT_LEADER, NULL);
         req_free(q);
         return;
@@ -1406,6 +1406,9 @@ static void on_hello(sess *c, uint64_t id, const Clawq__Hello *h)
     hr.node_id = c->srv->node_id;
     hr.has_leader_id = 1;
     hr.leader_id = info.leader_id;
+    /* Other members' client addresses arrive with the cluster issue. */
+    if (info.leader_id == c->srv->node_id)
+        hr.leader = (char *)(uintptr_t)c->srv->listen_addr;
     hr.has_max_frame = 1;
     hr.max_frame = c->srv->limits.max_frame;
     hr.has_max_batch = 1;

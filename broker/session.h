@@ -40,6 +40,7 @@ typedef struct server {
     sched *sc;
     sess_limits limits;
     uint32_t node_id;
+    const char *listen_addr; /* this node's client address */
     bool shutting_down;
     sess *sessions; /* all open sessions */
     size_t n_sessions;

@@ -7,7 +7,8 @@
  * are appended. The wire protocol carries the absolute value (0 = OK).
  *
  * Functions return 0 on success or a negative clawq_err. The client API
- * (connect, put, pull, ack, ...) arrives with the server issue.
+ * (connect, put, pull, ack, ...) follows the error table; its contract is
+ * the comment that opens that part.
  */
 #ifndef CLAWQ_H
 #define CLAWQ_H
@@ -70,6 +71,447 @@ CLAWQ_EXTERN const char *clawq_strerror(int err);
 /* The name of an error code without the prefix ("LEASE_LOST"), "OK" for 0,
  * or "UNKNOWN": a static string, never NULL. */
 CLAWQ_EXTERN const char *clawq_err_name(int err);
+
+/* ---- client API --------------------------------------------------------
+ *
+ * A blocking client for clawqd over TCP (proto/clawq.proto). A handle
+ * (clawq_client) holds one connection at a time to one node of a cluster,
+ * follows the leader (NOT_LEADER answers and Hello's leader hint), and
+ * reconnects with capped exponential backoff when the connection drops.
+ *
+ * Threads: a handle is not thread-safe. Use one handle per thread (or
+ * serialise every call on a handle yourself). Handles share nothing; the
+ * library keeps no global state.
+ *
+ * Timeouts: every call is bounded by the handle's request_timeout_ms,
+ * measured from the call's start and covering reconnects, leader
+ * redirects and retries; clawq_pull adds its wait_ms on top. A call that
+ * runs out of time returns CLAWQ_ETIMEOUT (the request may still be
+ * applied by the broker; its late reply is discarded).
+ *
+ * Retries: a request is re-sent automatically on a new connection only
+ * when doing so cannot apply it twice: reads (stats, queues, peek, task
+ * get, DLQ list), idempotent admin calls (queue set, pause, resume),
+ * report, and puts whose every task has an idempotency key. Any request
+ * answered NOT_LEADER or SHUTTING_DOWN was refused, not applied, and is
+ * re-sent to the leader (at most CLAWQ_MAX_REDIRECTS hops). Otherwise a
+ * connection lost while a request was in flight returns CLAWQ_ECONN_LOST:
+ * the outcome is unknown.
+ *
+ * Errors: functions return 0 (or a count, where documented) on success, or
+ * a negative clawq_err. Wire status N is returned as -N. After an error,
+ * clawq_errmsg() has the broker's or the library's detail and
+ * clawq_retry_after_ms() the broker's hint. Out-parameters are written
+ * only on success.
+ *
+ * Strings passed in are borrowed for the duration of the call. Strings in
+ * returned structures are UTF-8 as the broker sent them, NUL-terminated,
+ * never NULL ("" when absent).
+ */
+
+typedef struct clawq_client clawq_client;
+
+#define CLAWQ_DEFAULT_PORT 7700
+#define CLAWQ_DEFAULT_PRIORITY 128
+#define CLAWQ_MAX_BATCH_TASKS 1024 /* tasks per put_batch, pull, ack_batch */
+#define CLAWQ_MAX_QUEUE_NAME 128   /* bytes of [A-Za-z0-9._:-] */
+#define CLAWQ_MAX_REDIRECTS 5      /* NOT_LEADER hops per call */
+
+/* Connection options. Initialise with clawq_options_init() and change the
+ * fields you need; a zero field means "the default" as listed. */
+typedef struct clawq_options {
+    uint32_t connect_timeout_ms; /* per TCP connect + Hello; 0 = 5000 */
+    uint32_t request_timeout_ms; /* per call, retries included; 0 = 30000 */
+    const char *client_name;     /* sent in Hello and as the pull worker
+                                    name; NULL = "libclawq" */
+    const char *token;           /* bearer token; NULL = none */
+    uint32_t max_frame;          /* cap on an incoming frame in bytes;
+                                    0 = the broker's max_frame from Hello,
+                                    within 16..256 MiB */
+    uint32_t pipeline_window;    /* clawq_put_async requests in flight at
+                                    once; 0 = 256 */
+} clawq_options;
+
+/* Fills *opts with the defaults (all zero / NULL). Never fails. */
+CLAWQ_EXTERN void clawq_options_init(clawq_options *opts);
+
+/* Creates a handle for the comma-separated endpoints ("host:port,
+ * host:port"; "[v6addr]:port" for IPv6 literals; a missing port means
+ * CLAWQ_DEFAULT_PORT), connects to the first one that answers Hello and,
+ * when that node names another node as leader, to the leader. opts may be
+ * NULL for the defaults; its strings are copied. When the node knows no
+ * leader yet (an election), asks it again for up to 1 s (at most
+ * connect_timeout_ms) before settling for it.
+ *
+ * Blocks up to connect_timeout_ms per endpoint tried (each endpoint is
+ * tried once). On success *out owns a new handle: free it with
+ * clawq_close(). Errors: CLAWQ_EINVALID (bad endpoint list or options, out
+ * NULL), CLAWQ_ENOMEM, CLAWQ_ECONN_LOST (no endpoint reachable),
+ * CLAWQ_ETIMEOUT, CLAWQ_EUNAUTHENTICATED / CLAWQ_EFORBIDDEN (Hello refused),
+ * CLAWQ_EPROTOCOL. On failure no handle exists, so there is no errmsg to
+ * read: use clawq_connect2() to get the message. */
+CLAWQ_EXTERN int clawq_connect(const char *endpoints, const clawq_options *opts,
+                               clawq_client **out);
+
+/* As clawq_connect(), and on failure copies a NUL-terminated detail
+ * message (truncated to errbuf_len) into errbuf when errbuf is not NULL. */
+CLAWQ_EXTERN int clawq_connect2(const char *endpoints,
+                                const clawq_options *opts, clawq_client **out,
+                                char *errbuf, size_t errbuf_len);
+
+/* Closes the connection and frees the handle and everything it owns.
+ * Pending clawq_put_async results are lost. c may be NULL. */
+CLAWQ_EXTERN void clawq_close(clawq_client *c);
+
+/* The detail of the handle's last error: the broker's message, or the
+ * library's (e.g. "connect 10.0.0.1:7700: Connection refused"); "" when
+ * there is none. Borrowed: valid until the next call on c. */
+CLAWQ_EXTERN const char *clawq_errmsg(const clawq_client *c);
+
+/* The broker's retry hint (ms) that came with the last error
+ * (QUEUE_FULL, UNAVAILABLE, SHUTTING_DOWN); 0 when none. */
+CLAWQ_EXTERN uint32_t clawq_retry_after_ms(const clawq_client *c);
+
+/* What the connected node said in its Hello answer. */
+typedef struct clawq_server_info {
+    uint32_t node_id;
+    uint32_t leader_id; /* 0 = no leader known */
+    const char *leader; /* the leader's client address, or "" */
+    uint32_t max_frame; /* bytes per request frame */
+    uint32_t max_batch; /* tasks per put / pull / ack */
+    const char *server_version;
+    const char *endpoint; /* "host:port" this handle is connected to */
+} clawq_server_info;
+
+/* Fills *info for the current connection, connecting first when the
+ * handle is disconnected. The strings are borrowed from the handle and
+ * valid until the next call on c. Errors as for a read request. */
+CLAWQ_EXTERN int clawq_server_info_get(clawq_client *c,
+                                       clawq_server_info *info);
+
+/* ---- tasks ---- */
+
+typedef enum clawq_task_state {
+    CLAWQ_STATE_UNSPECIFIED = 0,
+    CLAWQ_STATE_READY = 1,
+    CLAWQ_STATE_DELAYED = 2,
+    CLAWQ_STATE_LEASED = 3,
+    CLAWQ_STATE_DEAD = 4
+} clawq_task_state;
+
+/* "ready", "delayed", "leased", "dead" or "unspecified": static. */
+CLAWQ_EXTERN const char *clawq_task_state_name(clawq_task_state s);
+
+typedef struct clawq_header {
+    const char *key;
+    const char *value;
+} clawq_header;
+
+typedef struct clawq_task_error {
+    uint64_t at_ms; /* unix ms */
+    uint32_t attempt;
+    const char *message;
+} clawq_task_error;
+
+/* A task handed out by pull, or shown by peek, task get and DLQ list.
+ * Everything it points to lives in the block returned with it. */
+typedef struct clawq_task {
+    uint64_t id;
+    const char *queue;
+    const uint8_t *payload; /* payload_len bytes; NUL-terminated as a
+                               convenience (the NUL is not counted) */
+    size_t payload_len;
+    uint32_t priority;
+    clawq_task_state state;
+    uint64_t lease_id; /* fencing token for ack / nack / fail / extend */
+    uint64_t lease_expires_ms;
+    uint32_t attempt; /* deliveries so far, this one included */
+    uint32_t max_attempts;
+    bool has_checkpoint;
+    const uint8_t *checkpoint; /* the last extend's checkpoint */
+    size_t checkpoint_len;
+    uint64_t progress;
+    const clawq_header *headers;
+    size_t n_headers;
+    uint64_t created_ms;
+    uint64_t run_at_ms;
+    uint64_t deadline_ms; /* 0 = none */
+    uint64_t ready_at_ms;
+    uint64_t dead_at_ms;
+    const char *dead_reason; /* "failed", "max_attempts", "expired" or "" */
+    const clawq_task_error *errors; /* newest first */
+    size_t n_errors;
+    const char *idempotency_key;
+    const char *worker;
+} clawq_task;
+
+/* Frees an array of tasks returned by this library (one allocation holds
+ * the array and everything its tasks point to). NULL is a no-op. */
+CLAWQ_EXTERN void clawq_tasks_free(clawq_task *tasks);
+
+/* ---- put ---- */
+
+/* One task to put. Initialise with clawq_put_task_init() (or
+ * CLAWQ_PUT_TASK_INIT): a zeroed struct would mean priority 0, the most
+ * urgent. */
+typedef struct clawq_put_task {
+    const void *payload; /* borrowed; may be NULL when payload_len is 0 */
+    size_t payload_len;
+    uint32_t priority;           /* 0 most urgent .. 255; default 128 */
+    uint64_t delay_ms;           /* ready after now + delay_ms */
+    uint64_t deadline_ms;        /* unix ms; 0 = none */
+    const char *idempotency_key; /* NULL = none */
+    const clawq_header *headers; /* n_headers entries, borrowed */
+    size_t n_headers;
+    uint32_t max_attempts; /* 0 = the queue's */
+} clawq_put_task;
+
+#define CLAWQ_PUT_TASK_INIT                                                    \
+    {                                                                          \
+        NULL, 0, CLAWQ_DEFAULT_PRIORITY, 0, 0, NULL, NULL, 0, 0                \
+    }
+
+/* Sets *t to CLAWQ_PUT_TASK_INIT. */
+CLAWQ_EXTERN void clawq_put_task_init(clawq_put_task *t);
+
+/* The outcome of one task of a batch. */
+typedef struct clawq_put_result {
+    int status;     /* 0 or a negative clawq_err for this task */
+    uint64_t id;    /* the task's id when status is 0 */
+    bool duplicate; /* answered by the idempotency key: id is the first
+                       put's and nothing new was stored */
+} clawq_put_result;
+
+/* Puts one task on queue (created with default settings on first use).
+ * On success writes the task's id to *id and, when duplicate is not
+ * NULL, whether the idempotency key answered it. Blocks until the broker
+ * has replicated the task. Errors: CLAWQ_EINVALID, CLAWQ_ETOO_LARGE,
+ * CLAWQ_EQUEUE_FULL (see clawq_retry_after_ms), CLAWQ_EUNAVAILABLE,
+ * CLAWQ_ECONN_LOST (outcome unknown: only without an idempotency key),
+ * CLAWQ_ETIMEOUT, ... */
+CLAWQ_EXTERN int clawq_put(clawq_client *c, const char *queue,
+                           const clawq_put_task *task, uint64_t *id,
+                           bool *duplicate);
+
+/* Puts n tasks (1..CLAWQ_MAX_BATCH_TASKS) on queue in one request,
+ * applied atomically in order. Returns 0 when the broker answered the
+ * request, with results[i] (caller's array of n) holding each task's
+ * outcome; returns the first failing task's status when one failed; or a
+ * negative error for the whole request, leaving results unspecified. */
+CLAWQ_EXTERN int clawq_put_batch(clawq_client *c, const char *queue,
+                                 const clawq_put_task *tasks, size_t n,
+                                 clawq_put_result *results);
+
+/* ---- pipelining ----
+ *
+ * clawq_put_async() sends a put without waiting for its answer;
+ * clawq_flush() waits for the answers of every put_async since the last
+ * flush. At most pipeline_window requests are in flight: put_async reads
+ * answers (and keeps them) when the window is full, so it may block for
+ * up to request_timeout_ms, but never waits for a reply to every request
+ * it sent. Synchronous calls may be made between put_async and flush;
+ * their replies are matched by request id.
+ *
+ * The handle keeps an encoded copy of each put until it is answered, so a
+ * put answered NOT_LEADER / SHUTTING_DOWN, or one with an idempotency key
+ * whose connection dropped, is re-sent; a put without a key whose
+ * connection dropped completes with CLAWQ_ECONN_LOST. */
+
+/* Queues a put of one task and sends it. Returns the put's sequence
+ * number since the last flush (0, 1, ...) - its index in clawq_flush's
+ * results - or a negative error: CLAWQ_EINVALID / CLAWQ_ETOO_LARGE for a bad
+ * task (nothing queued), CLAWQ_ENOMEM, CLAWQ_ETIMEOUT (the window stayed
+ * full), CLAWQ_ECONN_LOST (no connection could be made; nothing queued).
+ * At most 1,048,576 puts may be pending between flushes. */
+CLAWQ_EXTERN int clawq_put_async(clawq_client *c, const char *queue,
+                                 const clawq_put_task *task);
+
+/* The number of clawq_put_async calls since the last flush. */
+CLAWQ_EXTERN size_t clawq_pending(const clawq_client *c);
+
+/* Waits for the answers to every put_async since the last flush, up to
+ * request_timeout_ms (restarted whenever an answer arrives). Writes the
+ * outcome of the i-th put to results[i] for i < n_results (results may be
+ * NULL), then forgets them all. Returns 0 when every put succeeded, else
+ * the status of the first one that failed (puts not answered in time
+ * complete with CLAWQ_ETIMEOUT). */
+CLAWQ_EXTERN int clawq_flush(clawq_client *c, clawq_put_result *results,
+                             size_t n_results);
+
+/* ---- consume ---- */
+
+/* Leases up to max (1..CLAWQ_MAX_BATCH_TASKS) ready tasks of queue in
+ * (priority, FIFO) order, waiting up to wait_ms for the first one (long
+ * poll, capped by the broker). lease_ms 0 = the queue's lease. On success
+ * *tasks is a heap array of *n tasks (NULL when *n is 0: nothing to do)
+ * that the caller frees with clawq_tasks_free(). Blocks up to wait_ms +
+ * request_timeout_ms. An unknown or paused queue yields no tasks. Never
+ * retried on connection loss (CLAWQ_ECONN_LOST: tasks it leased return
+ * after lease expiry). */
+CLAWQ_EXTERN int clawq_pull(clawq_client *c, const char *queue, uint32_t max,
+                            uint32_t wait_ms, uint32_t lease_ms,
+                            clawq_task **tasks, size_t *n);
+
+/* A task and the lease that holds it. */
+typedef struct clawq_lease_ref {
+    uint64_t id;
+    uint64_t lease_id;
+} clawq_lease_ref;
+
+/* Marks a task done (it is deleted). CLAWQ_ELEASE_LOST when the lease
+ * expired or was re-issued; CLAWQ_ENOT_FOUND for an id never issued. */
+CLAWQ_EXTERN int clawq_ack(clawq_client *c, uint64_t id, uint64_t lease_id);
+
+/* Acks n tasks (1..CLAWQ_MAX_BATCH_TASKS) in one request. statuses (the
+ * caller's array of n, may be NULL) receives each task's 0 or negative
+ * status. Returns 0 when all were acked, the first failing task's status
+ * when some were not, or an error for the whole request (statuses then
+ * unspecified). */
+CLAWQ_EXTERN int clawq_ack_batch(clawq_client *c, const clawq_lease_ref *refs,
+                                 size_t n, int *statuses);
+
+#define CLAWQ_NACK_BACKOFF (-1) /* delay_ms for clawq_nack: queue policy */
+
+/* Returns a leased task to the queue as a failed attempt: ready after
+ * delay_ms (0 = at once), or after the queue's backoff when delay_ms < 0
+ * (CLAWQ_NACK_BACKOFF); dead-lettered with reason max_attempts when out
+ * of attempts. error (may be NULL) is kept with the task (first 1 KiB). */
+CLAWQ_EXTERN int clawq_nack(clawq_client *c, uint64_t id, uint64_t lease_id,
+                            int64_t delay_ms, const char *error);
+
+/* Moves a leased task straight to the dead-letter queue (reason
+ * "failed"). error may be NULL. */
+CLAWQ_EXTERN int clawq_fail(clawq_client *c, uint64_t id, uint64_t lease_id,
+                            const char *error);
+
+/* Heartbeat: extends the lease to now + lease_ms (0 = the queue's lease),
+ * records progress and, when checkpoint is not NULL, replaces the stored
+ * checkpoint with checkpoint_len bytes (handed to the next worker if this
+ * one dies). On success writes the new expiry (unix ms) to *expires_ms
+ * when it is not NULL. CLAWQ_ELEASE_LOST when the lease is gone. */
+CLAWQ_EXTERN int clawq_extend(clawq_client *c, uint64_t id, uint64_t lease_id,
+                              uint32_t lease_ms, uint64_t progress,
+                              const void *checkpoint, size_t checkpoint_len,
+                              uint64_t *expires_ms);
+
+/* Reports this connection's worker load for queue: it holds inflight
+ * tasks and can hold capacity; the broker then leases this connection at
+ * most capacity - inflight at once. The report belongs to the connection:
+ * after a reconnect the broker has forgotten it, so workers report on
+ * every heartbeat rather than once. */
+CLAWQ_EXTERN int clawq_report(clawq_client *c, const char *queue,
+                              uint32_t inflight, uint32_t capacity);
+
+/* ---- queues ---- */
+
+/* Which clawq_queue_settings fields clawq_queue_set changes. */
+enum {
+    CLAWQ_SET_LEASE_MS = 1u << 0,
+    CLAWQ_SET_MAX_ATTEMPTS = 1u << 1,
+    CLAWQ_SET_BACKOFF_BASE_MS = 1u << 2,
+    CLAWQ_SET_BACKOFF_MAX_MS = 1u << 3,
+    CLAWQ_SET_MAX_DEPTH = 1u << 4,
+    CLAWQ_SET_MAX_PAYLOAD = 1u << 5,
+    CLAWQ_SET_DEDUP_WINDOW_MS = 1u << 6
+};
+
+typedef struct clawq_queue_settings {
+    uint32_t mask; /* CLAWQ_SET_* bits: the fields set (queue set) */
+    uint32_t lease_ms;
+    uint32_t max_attempts;
+    uint32_t backoff_base_ms;
+    uint32_t backoff_max_ms;
+    uint64_t max_depth; /* 0 = unbounded */
+    uint32_t max_payload;
+    uint64_t dedup_window_ms;
+    bool paused; /* read-only: use clawq_pause / clawq_resume */
+} clawq_queue_settings;
+
+typedef struct clawq_queue_stats {
+    char name[CLAWQ_MAX_QUEUE_NAME + 1];
+    uint64_t ready, delayed, leased, dead;
+    uint64_t put_total, deduped_total, leased_total, acked_total;
+    uint64_t nacked_total, failed_total, expired_total, dead_total;
+    uint64_t oldest_ready_ms;     /* unix ms; 0 = nothing ready */
+    uint64_t oldest_ready_age_ms; /* on the answering node */
+    clawq_queue_settings settings;
+    uint32_t workers; /* connections that reported load */
+    uint64_t worker_capacity;
+    uint64_t worker_inflight;
+    uint64_t created_ms;
+    uint32_t node_id; /* the node that answered */
+} clawq_queue_stats;
+
+/* Fills *stats for queue. CLAWQ_ENOT_FOUND for an unknown queue. */
+CLAWQ_EXTERN int clawq_queue_stats_get(clawq_client *c, const char *queue,
+                                       clawq_queue_stats *stats);
+
+/* Lists every queue with its stats: *queues is a heap array of *n entries
+ * (NULL when there are none) freed with clawq_queue_stats_free(). */
+CLAWQ_EXTERN int clawq_queues(clawq_client *c, clawq_queue_stats **queues,
+                              size_t *n);
+
+/* Frees an array from clawq_queues(). NULL is a no-op. */
+CLAWQ_EXTERN void clawq_queue_stats_free(clawq_queue_stats *queues);
+
+/* Changes the settings of queue named by settings->mask (creating the
+ * queue when it does not exist). CLAWQ_EINVALID for an empty mask. */
+CLAWQ_EXTERN int clawq_queue_set(clawq_client *c, const char *queue,
+                                 const clawq_queue_settings *settings);
+
+/* Pauses queue: pulls lease nothing until clawq_resume. */
+CLAWQ_EXTERN int clawq_pause(clawq_client *c, const char *queue);
+
+/* Resumes a paused queue. */
+CLAWQ_EXTERN int clawq_resume(clawq_client *c, const char *queue);
+
+/* Deletes every ready and delayed task of queue (leased tasks finish
+ * normally) and writes how many went to *count when not NULL. */
+CLAWQ_EXTERN int clawq_purge(clawq_client *c, const char *queue,
+                             uint64_t *count);
+
+/* Shows up to max (1..1000; 0 = 10) tasks of queue in state without
+ * changing them. *tasks / *n as for clawq_pull. */
+CLAWQ_EXTERN int clawq_peek(clawq_client *c, const char *queue,
+                            clawq_task_state state, uint32_t max,
+                            clawq_task **tasks, size_t *n);
+
+/* Fetches one task by id in any state: *task is a heap array of one task
+ * freed with clawq_tasks_free(). CLAWQ_ENOT_FOUND when it does not exist
+ * (any more). */
+CLAWQ_EXTERN int clawq_task_get(clawq_client *c, uint64_t id,
+                                clawq_task **task);
+
+/* ---- dead-letter queue ---- */
+
+/* Which dead tasks of a queue a DLQ call touches. Zero-initialise. */
+typedef struct clawq_dlq_filter {
+    const char *error_contains; /* substring of the last error; NULL = any */
+    uint64_t from_ms;           /* dead_at >= from_ms */
+    uint64_t to_ms;             /* dead_at < to_ms; 0 = no bound */
+    uint32_t max; /* 0 = the broker's default (list 100, replay/purge
+                     10000); list at most 1000 */
+} clawq_dlq_filter;
+
+/* Lists dead tasks of queue matching filter (NULL = all), oldest first,
+ * starting after (after_ms, after_id) - pass the last listed task's
+ * dead_at_ms and id to page on, or 0, 0 for the start. *tasks / *n as for
+ * clawq_pull. */
+CLAWQ_EXTERN int clawq_dlq_list(clawq_client *c, const char *queue,
+                                const clawq_dlq_filter *filter,
+                                uint64_t after_ms, uint64_t after_id,
+                                clawq_task **tasks, size_t *n);
+
+/* Returns matching dead tasks to ready with attempt reset to 0; writes how
+ * many to *count when not NULL. Not retried on connection loss. */
+CLAWQ_EXTERN int clawq_dlq_replay(clawq_client *c, const char *queue,
+                                  const clawq_dlq_filter *filter,
+                                  uint64_t *count);
+
+/* Deletes matching dead tasks; writes how many to *count when not NULL. */
+CLAWQ_EXTERN int clawq_dlq_purge(clawq_client *c, const char *queue,
+                                 const clawq_dlq_filter *filter,
+                                 uint64_t *count);
 
 #ifdef __cplusplus
 }
