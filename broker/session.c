@@ -75,6 +75,7 @@ struct sess {
     bool closing;
     bool draining;
     bool reading;
+    bool processing; /* inside process_frames: do not re-enter */
     report *reports;
     size_t n_reports;
     req *reqs;
@@ -219,6 +220,8 @@ static void read_resume_maybe(sess *c);
 static void start_reading(sess *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static bool process_frames(sess *c);
+static bool over_limits(const sess *c);
 
 static void on_write(uv_write_t *w, int status)
 {
@@ -1525,6 +1528,9 @@ static void read_resume_maybe(sess *c)
     if (c->wbytes > c->srv->limits.write_buffer / 2 ||
         c->pending >= c->srv->limits.max_pending)
         return;
+    /* Frames read before the stop go first; they may stop us again. */
+    if (!process_frames(c) || over_limits(c))
+        return;
     start_reading(c);
 }
 
@@ -1548,10 +1554,75 @@ static void protocol_error(sess *c, int err, const char *why)
     sess_drain(c);
 }
 
+static bool over_limits(const sess *c)
+{
+    return c->pending >= c->srv->limits.max_pending ||
+           c->wbytes > c->srv->limits.write_buffer;
+}
+
+/* Dispatches the complete frames in the read buffer, stopping as soon as
+ * the connection is over its limits: one 64 KiB read can hold thousands
+ * of requests, each answered with up to a frame. What is left waits in the
+ * buffer until the replies drain (read_resume_maybe). Returns false when
+ * the connection is going away. */
+static bool process_frames(sess *c)
+{
+    size_t off = 0;
+    bool alive = true;
+
+    if (c->processing)
+        return true; /* the outer call goes on with the buffer */
+    c->processing = true;
+    while (c->rlen - off >= CLAWQ_FRAME_HEADER_LEN && !c->closing &&
+           !c->draining && !over_limits(c)) {
+        uint32_t len = clawq_frame_get_len(c->rbuf + off);
+        Clawq__Request *rq;
+        bool keep;
+
+        if (len > c->srv->limits.max_frame) {
+            protocol_error(c, CLAWQ_ETOO_LARGE, "frame over max-frame");
+            alive = false;
+            break;
+        }
+        if (c->rlen - off - CLAWQ_FRAME_HEADER_LEN < len)
+            break;
+        rq = clawq__request__unpack(NULL, len,
+                                    c->rbuf + off + CLAWQ_FRAME_HEADER_LEN);
+        off += CLAWQ_FRAME_HEADER_LEN + len;
+        if (rq == NULL) {
+            protocol_error(c, CLAWQ_EINVALID, "undecodable request");
+            alive = false;
+            break;
+        }
+        keep = dispatch(c, rq);
+        clawq__request__free_unpacked(rq, NULL);
+        if (!keep) {
+            /* dispatch answered already: close once that is written. */
+            if (c->reading) {
+                uv_read_stop((uv_stream_t *)&c->tcp);
+                c->reading = false;
+            }
+            sess_drain(c);
+            alive = false;
+            break;
+        }
+    }
+    if (off > 0) {
+        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+        c->rlen -= off;
+    }
+    c->processing = false;
+    /* Backpressure: too many outstanding or unsent replies. */
+    if (alive && c->reading && !c->closing && over_limits(c)) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    return alive;
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     sess *c = s->data;
-    size_t off = 0;
 
     (void)buf;
     if (nread < 0) {
@@ -1566,47 +1637,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->rlen += (size_t)nread;
     if (c->srv->limits.idle_timeout_ms > 0)
         uv_timer_again(&c->idle);
-
-    while (c->rlen - off >= CLAWQ_FRAME_HEADER_LEN && !c->closing &&
-           !c->draining) {
-        uint32_t len = clawq_frame_get_len(c->rbuf + off);
-        Clawq__Request *rq;
-        bool keep;
-
-        if (len > c->srv->limits.max_frame) {
-            protocol_error(c, CLAWQ_ETOO_LARGE, "frame over max-frame");
-            return;
-        }
-        if (c->rlen - off - CLAWQ_FRAME_HEADER_LEN < len)
-            break;
-        rq = clawq__request__unpack(NULL, len,
-                                    c->rbuf + off + CLAWQ_FRAME_HEADER_LEN);
-        off += CLAWQ_FRAME_HEADER_LEN + len;
-        if (rq == NULL) {
-            protocol_error(c, CLAWQ_EINVALID, "undecodable request");
-            return;
-        }
-        keep = dispatch(c, rq);
-        clawq__request__free_unpacked(rq, NULL);
-        if (!keep) {
-            /* dispatch answered already: close once that is written. */
-            uv_read_stop((uv_stream_t *)&c->tcp);
-            c->reading = false;
-            sess_drain(c);
-            return;
-        }
-    }
-    if (off > 0) {
-        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
-        c->rlen -= off;
-    }
-    /* Backpressure: too many outstanding or unsent replies. */
-    if (c->reading && !c->closing &&
-        (c->pending >= c->srv->limits.max_pending ||
-         c->wbytes > c->srv->limits.write_buffer)) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        c->reading = false;
-    }
+    process_frames(c);
 }
 
 static void on_idle_timeout(uv_timer_t *t)
