@@ -1,0 +1,1001 @@
+/* clawq-bench: end-to-end load against a running clawqd, through libclawq.
+ *
+ * P producer threads put tasks and C consumer threads pull and ack them,
+ * each thread with its own handle (libclawq handles are not thread-safe).
+ * Every payload starts with a 32-byte header - magic, run id, producer,
+ * sequence, send time - so that consumers can
+ *
+ *   - measure the latency from put to ack (CLOCK_MONOTONIC, one process),
+ *   - check that every task put was completed exactly once: one bitmap of
+ *     tasks put and one of tasks acked per producer. "duplicates" counts
+ *     second completions (legal at-least-once only after a lease expired,
+ *     so the bench leases for --lease-ms, long enough that none expire),
+ *     "missing" counts tasks put but never acked, "unexpected" tasks acked
+ *     that no put reported (a put whose answer was lost).
+ *
+ * Modes: mixed (default; producers and consumers run together) and
+ * --fill-drain (put everything first, then drain it). Counts are bounded by
+ * --tasks, time by --duration (producers only) and always by --timeout.
+ *
+ * Producers send one put_batch of --batch tasks per request, or with
+ * --inflight K > 1 (batch 1 only: libclawq's async put sends one task per
+ * request) up to K single-task puts in flight through clawq_put_async.
+ *
+ * Exit status: 0 when every task put was completed and no request failed,
+ * 1 when tasks are missing or requests failed, 2 for a usage error.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clawq.h"
+
+#define BENCH_MAGIC 0x31425143u /* "CQB1" */
+#define HDR_LEN 32              /* magic, run, producer, pad, seq, sent_ns */
+#define ASYNC_CHUNK 1024        /* put_async calls between two flushes */
+#define MAX_ERR_STREAK 20       /* consecutive failed requests: give up */
+#define HIST_SUB_BITS 8         /* 256 sub-buckets per power of two (0.4 %) */
+#define HIST_SUB (1u << HIST_SUB_BITS)
+#define HIST_N (HIST_SUB * (64 - HIST_SUB_BITS))
+
+typedef struct opts {
+    const char *server;
+    char queue[CLAWQ_MAX_QUEUE_NAME + 1];
+    uint32_t producers, consumers, batch, payload, inflight;
+    uint32_t wait_ms, lease_ms, timeout_s;
+    uint64_t tasks; /* total to put; with --duration, the cap */
+    bool tasks_set;
+    double duration_s; /* 0: put exactly --tasks */
+    uint64_t rate;     /* tasks/s over all producers; 0 = as fast as they go */
+    bool fill_drain, json;
+} opts;
+
+/* Latency histogram in ns: exact below 2 * HIST_SUB, then HIST_SUB
+ * log-linear sub-buckets per power of two. */
+typedef struct hist {
+    uint64_t n, max_ns;
+    uint64_t count[HIST_N];
+} hist;
+
+typedef struct counters {
+    uint64_t put_ok, put_failed, put_unknown, put_requests;
+    uint64_t pulled, pulls, empty_pulls, pull_errors;
+    uint64_t acked, ack_failed, ack_requests;
+    uint64_t completed, duplicates, foreign, corrupt;
+} counters;
+
+typedef struct bench bench;
+
+typedef struct worker {
+    bench *b;
+    uint32_t index;
+    clawq_client *c;
+    pthread_t thread;
+    counters k;
+    hist *h;
+    uint64_t end_ns;       /* when the thread finished its last request */
+    uint64_t last_done_ns; /* consumers: last successful ack */
+    char err[256];         /* the first request error, for the report */
+} worker;
+
+struct bench {
+    opts o;
+    uint32_t run_id;
+    uint64_t t0_ns;
+    uint64_t put_deadline_ns;     /* producers stop here (set before start) */
+    _Atomic uint64_t deadline_ns; /* every thread stops here */
+    uint64_t per_producer;        /* bits in each producer's bitmaps */
+    uint64_t **put_map;           /* written by its producer only */
+    uint64_t **done_map;          /* set by consumers with __atomic_fetch_or */
+    _Atomic uint64_t put_ok_total;
+    _Atomic uint64_t completed_total;
+    _Atomic uint32_t producers_left;
+    _Atomic uint32_t threads_left;
+    atomic_bool stop;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_ms(uint32_t ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* With --rate, sleeps until a producer that has put `done` tasks is due
+ * for the next one (each producer takes rate / producers). */
+static void pace(const bench *b, uint64_t done)
+{
+    uint64_t due, now;
+    struct timespec ts;
+
+    if (b->o.rate == 0)
+        return;
+    due = b->t0_ns +
+          (uint64_t)((double)done * 1e9 * b->o.producers / (double)b->o.rate);
+    now = now_ns();
+    if (due <= now)
+        return;
+    ts.tv_sec = (time_t)((due - now) / 1000000000u);
+    ts.tv_nsec = (long)((due - now) % 1000000000u);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n > 0 ? n : 1, size > 0 ? size : 1);
+
+    if (p == NULL) {
+        fprintf(stderr, "clawq-bench: out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+/* ---- histogram ---- */
+
+static size_t hist_index(uint64_t v)
+{
+    unsigned msb, shift;
+
+    if (v < 2 * HIST_SUB)
+        return (size_t)v;
+    msb = 63u - (unsigned)__builtin_clzll(v);
+    shift = msb - HIST_SUB_BITS; /* v >> shift in [HIST_SUB, 2 * HIST_SUB) */
+    return (size_t)HIST_SUB * shift + (size_t)(v >> shift);
+}
+
+/* The middle of bucket i, in ns. */
+static uint64_t hist_value(size_t i)
+{
+    uint64_t shift, m;
+
+    if (i < 2 * HIST_SUB)
+        return i;
+    shift = i / HIST_SUB - 1;
+    m = i - HIST_SUB * shift;
+    return (m << shift) + ((1ull << shift) >> 1);
+}
+
+static void hist_add(hist *h, uint64_t v)
+{
+    size_t i = hist_index(v);
+
+    h->count[i < HIST_N ? i : HIST_N - 1]++;
+    h->n++;
+    if (v > h->max_ns)
+        h->max_ns = v;
+}
+
+static void hist_merge(hist *into, const hist *from)
+{
+    for (size_t i = 0; i < HIST_N; i++)
+        into->count[i] += from->count[i];
+    into->n += from->n;
+    if (from->max_ns > into->max_ns)
+        into->max_ns = from->max_ns;
+}
+
+/* The q-quantile (0..1) in ms; 0 for an empty histogram. */
+static double hist_quantile_ms(const hist *h, double q)
+{
+    uint64_t rank, seen = 0;
+
+    if (h->n == 0)
+        return 0;
+    rank = (uint64_t)(q * (double)h->n);
+    if (rank >= h->n)
+        rank = h->n - 1;
+    for (size_t i = 0; i < HIST_N; i++) {
+        seen += h->count[i];
+        if (seen > rank) {
+            uint64_t v = hist_value(i);
+            return (double)(v < h->max_ns ? v : h->max_ns) / 1e6;
+        }
+    }
+    return (double)h->max_ns / 1e6;
+}
+
+/* ---- payload header ---- */
+
+static void hdr_write(uint8_t *p, uint32_t run, uint32_t producer, uint64_t seq,
+                      uint64_t sent_ns)
+{
+    uint32_t magic = BENCH_MAGIC, pad = 0;
+
+    memcpy(p, &magic, 4);
+    memcpy(p + 4, &run, 4);
+    memcpy(p + 8, &producer, 4);
+    memcpy(p + 12, &pad, 4);
+    memcpy(p + 16, &seq, 8);
+    memcpy(p + 24, &sent_ns, 8);
+}
+
+static void hdr_stamp(uint8_t *p, uint64_t seq, uint64_t sent_ns)
+{
+    memcpy(p + 16, &seq, 8);
+    memcpy(p + 24, &sent_ns, 8);
+}
+
+/* ---- producers ---- */
+
+static void note_err(worker *w, const char *what, int rc)
+{
+    if (w->err[0] == '\0')
+        snprintf(w->err, sizeof(w->err), "%s: %s (%s)", what,
+                 clawq_err_name(rc), clawq_errmsg(w->c));
+}
+
+static bool time_is_up(const bench *b)
+{
+    uint64_t now = now_ns();
+
+    return atomic_load_explicit(&b->stop, memory_order_relaxed) ||
+           now >= b->put_deadline_ns || now >= atomic_load(&b->deadline_ns);
+}
+
+static uint64_t producer_quota(const bench *b, uint32_t i)
+{
+    uint64_t q = b->o.tasks / b->o.producers;
+
+    return q + (i < b->o.tasks % b->o.producers ? 1 : 0);
+}
+
+/* A put request failed as a whole (rc), or with per-task statuses. A
+ * request refused before it was applied is retried; any other failure
+ * leaves its tasks' outcome unknown. Returns true to retry. */
+static bool put_failed(worker *w, int rc, uint32_t *streak)
+{
+    if (++*streak >= MAX_ERR_STREAK) {
+        note_err(w, "put", rc);
+        atomic_store(&w->b->stop, true);
+        return false;
+    }
+    if (rc == CLAWQ_EQUEUE_FULL || rc == CLAWQ_ENOT_LEADER ||
+        rc == CLAWQ_ESHUTTING_DOWN) {
+        uint32_t ms = clawq_retry_after_ms(w->c);
+        sleep_ms(ms > 0 && ms < 1000 ? ms : 10);
+        return true;
+    }
+    note_err(w, "put", rc);
+    return false;
+}
+
+static void producer_batch(worker *w)
+{
+    bench *b = w->b;
+    const opts *o = &b->o;
+    uint64_t quota = producer_quota(b, w->index), seq = 0;
+    uint64_t *map = b->put_map[w->index];
+    uint8_t *buf = xcalloc(o->batch, o->payload);
+    clawq_put_task *tasks = xcalloc(o->batch, sizeof(*tasks));
+    clawq_put_result *res = xcalloc(o->batch, sizeof(*res));
+    uint32_t streak = 0;
+
+    for (uint32_t i = 0; i < o->batch; i++) {
+        uint8_t *p = buf + (size_t)i * o->payload;
+        memset(p, 'x', o->payload);
+        hdr_write(p, b->run_id, w->index, 0, 0);
+        clawq_put_task_init(&tasks[i]);
+        tasks[i].payload = p;
+        tasks[i].payload_len = o->payload;
+    }
+    while (seq < quota && !time_is_up(b)) {
+        uint32_t n =
+            quota - seq < o->batch ? (uint32_t)(quota - seq) : o->batch;
+        uint64_t sent, ok;
+        int rc;
+
+        pace(b, seq);
+        sent = now_ns();
+
+        for (uint32_t i = 0; i < n; i++) {
+            hdr_stamp(buf + (size_t)i * o->payload, seq + i, sent);
+            res[i].status = 1; /* unanswered: a whole-request failure */
+        }
+        rc = clawq_put_batch(w->c, o->queue, tasks, n, res);
+        w->k.put_requests++;
+        if (rc < 0 && res[n - 1].status == 1) {
+            if (put_failed(w, rc, &streak))
+                continue;
+            w->k.put_unknown += n; /* outcome unknown: not in put_map */
+            seq += n;
+            if (atomic_load(&b->stop))
+                break;
+            continue;
+        }
+        streak = 0;
+        ok = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            if (res[i].status == 0) {
+                map[(seq + i) >> 6] |= 1ull << ((seq + i) & 63);
+                ok++;
+            } else {
+                w->k.put_failed++;
+                note_err(w, "put task", res[i].status);
+            }
+        }
+        w->k.put_ok += ok;
+        atomic_fetch_add_explicit(&b->put_ok_total, ok, memory_order_relaxed);
+        seq += n;
+    }
+    free(buf);
+    free(tasks);
+    free(res);
+}
+
+/* Batch 1 with K puts in flight: put_async ASYNC_CHUNK tasks, then flush
+ * and record their outcomes. */
+static void producer_async(worker *w)
+{
+    bench *b = w->b;
+    const opts *o = &b->o;
+    uint64_t quota = producer_quota(b, w->index), seq = 0;
+    uint64_t *map = b->put_map[w->index];
+    uint8_t *buf = xcalloc(1, o->payload);
+    clawq_put_result *res = xcalloc(ASYNC_CHUNK, sizeof(*res));
+    clawq_put_task t;
+    uint32_t streak = 0;
+
+    memset(buf, 'x', o->payload);
+    hdr_write(buf, b->run_id, w->index, 0, 0);
+    clawq_put_task_init(&t);
+    t.payload = buf;
+    t.payload_len = o->payload;
+    while (seq < quota && !time_is_up(b)) {
+        uint64_t base = seq, ok = 0;
+        size_t sent;
+        int rc = 0;
+
+        while (seq < quota && seq - base < ASYNC_CHUNK) {
+            if ((seq & 15) == 0)
+                pace(b, seq);
+            hdr_stamp(buf, seq, now_ns());
+            rc = clawq_put_async(w->c, o->queue, &t);
+            if (rc < 0)
+                break; /* nothing queued for this one */
+            seq++;
+            if ((seq & 63) == 0 && time_is_up(b))
+                break;
+        }
+        if (rc < 0)
+            note_err(w, "put_async", rc);
+        sent = clawq_pending(w->c);
+        w->k.put_requests += sent;
+        rc = clawq_flush(w->c, res, ASYNC_CHUNK);
+        for (size_t i = 0; i < sent; i++) {
+            uint64_t s = base + i;
+            if (res[i].status == 0) {
+                map[s >> 6] |= 1ull << (s & 63);
+                ok++;
+            } else if (res[i].status == CLAWQ_ECONN_LOST ||
+                       res[i].status == CLAWQ_ETIMEOUT) {
+                w->k.put_unknown++;
+            } else {
+                w->k.put_failed++;
+            }
+        }
+        if (rc < 0)
+            note_err(w, "flush", rc);
+        w->k.put_ok += ok;
+        atomic_fetch_add_explicit(&b->put_ok_total, ok, memory_order_relaxed);
+        if (ok < sent || sent == 0) {
+            if (++streak >= MAX_ERR_STREAK) {
+                atomic_store(&b->stop, true);
+                break;
+            }
+            sleep_ms(10); /* a refused put_async is retried, same seq */
+        } else {
+            streak = 0;
+        }
+    }
+    free(buf);
+    free(res);
+}
+
+static void *producer_main(void *arg)
+{
+    worker *w = arg;
+
+    if (w->b->o.inflight > 1)
+        producer_async(w);
+    else
+        producer_batch(w);
+    w->end_ns = now_ns();
+    atomic_fetch_sub(&w->b->producers_left, 1);
+    atomic_fetch_sub(&w->b->threads_left, 1);
+    return NULL;
+}
+
+/* ---- consumers ---- */
+
+/* Checks a delivered payload; on success writes its producer and
+ * sequence. Counts foreign (another run's) and corrupt payloads. */
+static bool task_decode(worker *w, const clawq_task *t, uint32_t *producer,
+                        uint64_t *seq, uint64_t *sent_ns)
+{
+    const bench *b = w->b;
+    uint32_t magic, run;
+
+    if (t->payload_len < HDR_LEN) {
+        w->k.foreign++;
+        return false;
+    }
+    memcpy(&magic, t->payload, 4);
+    memcpy(&run, t->payload + 4, 4);
+    if (magic != BENCH_MAGIC || run != b->run_id) {
+        w->k.foreign++;
+        return false;
+    }
+    memcpy(producer, t->payload + 8, 4);
+    memcpy(seq, t->payload + 16, 8);
+    memcpy(sent_ns, t->payload + 24, 8);
+    if (t->payload_len != b->o.payload || *producer >= b->o.producers ||
+        *seq >= b->per_producer) {
+        w->k.corrupt++;
+        return false;
+    }
+    return true;
+}
+
+static void *consumer_main(void *arg)
+{
+    worker *w = arg;
+    bench *b = w->b;
+    const opts *o = &b->o;
+    clawq_lease_ref *refs = xcalloc(o->batch, sizeof(*refs));
+    int *st = xcalloc(o->batch, sizeof(*st));
+    uint32_t *prod = xcalloc(o->batch, sizeof(*prod));
+    uint64_t *seqs = xcalloc(o->batch, sizeof(*seqs));
+    uint64_t *sent = xcalloc(o->batch, sizeof(*sent));
+    bool *valid = xcalloc(o->batch, sizeof(*valid));
+    uint32_t streak = 0;
+
+    while (!atomic_load_explicit(&b->stop, memory_order_relaxed) &&
+           now_ns() < atomic_load(&b->deadline_ns)) {
+        bool producers_done =
+            atomic_load(&b->producers_left) == 0; /* before the pull */
+        clawq_task *t = NULL;
+        size_t n = 0, fresh = 0;
+        uint64_t done_ns;
+        int rc;
+
+        if (producers_done &&
+            atomic_load(&b->completed_total) >= atomic_load(&b->put_ok_total))
+            break;
+        rc = clawq_pull(w->c, o->queue, o->batch, o->wait_ms, o->lease_ms, &t,
+                        &n);
+        w->k.pulls++;
+        if (rc < 0) {
+            w->k.pull_errors++;
+            note_err(w, "pull", rc);
+            if (++streak >= MAX_ERR_STREAK)
+                break;
+            sleep_ms(10);
+            continue;
+        }
+        if (n == 0) {
+            w->k.empty_pulls++;
+            if (producers_done)
+                break; /* nothing ready after the last put: drained */
+            continue;
+        }
+        w->k.pulled += n;
+        for (size_t i = 0; i < n; i++) {
+            refs[i].id = t[i].id;
+            refs[i].lease_id = t[i].lease_id;
+            valid[i] = task_decode(w, &t[i], &prod[i], &seqs[i], &sent[i]);
+            st[i] = 1; /* unanswered */
+        }
+        clawq_tasks_free(t);
+        rc = clawq_ack_batch(w->c, refs, n, st);
+        done_ns = now_ns();
+        w->k.ack_requests++;
+        if (rc < 0 && st[n - 1] == 1) {
+            /* The whole request failed: the leases stay until expiry. */
+            w->k.ack_failed += n;
+            note_err(w, "ack", rc);
+            if (++streak >= MAX_ERR_STREAK)
+                break;
+            continue;
+        }
+        streak = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t bit, old;
+
+            if (st[i] != 0) {
+                w->k.ack_failed++;
+                note_err(w, "ack task", st[i]);
+                continue;
+            }
+            w->k.acked++;
+            if (!valid[i])
+                continue;
+            bit = 1ull << (seqs[i] & 63);
+            old = __atomic_fetch_or(&b->done_map[prod[i]][seqs[i] >> 6], bit,
+                                    __ATOMIC_RELAXED);
+            if (old & bit) {
+                w->k.duplicates++;
+                continue;
+            }
+            fresh++;
+            hist_add(w->h, done_ns > sent[i] ? done_ns - sent[i] : 0);
+        }
+        if (fresh > 0) {
+            w->k.completed += fresh;
+            w->last_done_ns = done_ns;
+            atomic_fetch_add_explicit(&b->completed_total, fresh,
+                                      memory_order_relaxed);
+        }
+    }
+    w->end_ns = now_ns();
+    free(refs);
+    free(st);
+    free(prod);
+    free(seqs);
+    free(sent);
+    free(valid);
+    atomic_fetch_sub(&b->threads_left, 1);
+    return NULL;
+}
+
+/* ---- running ---- */
+
+static clawq_client *connect_one(const opts *o, const char *role, uint32_t i)
+{
+    clawq_options co;
+    clawq_client *c;
+    char name[64], err[256] = "";
+    int rc;
+
+    snprintf(name, sizeof(name), "clawq-bench-%s-%u", role, i);
+    clawq_options_init(&co);
+    co.client_name = name;
+    co.connect_timeout_ms = 5000;
+    co.request_timeout_ms = 10000;
+    co.pipeline_window = o->inflight;
+    rc = clawq_connect2(o->server, &co, &c, err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "clawq-bench: connect %s: %s (%s)\n", o->server,
+                clawq_err_name(rc), err);
+        exit(1);
+    }
+    return c;
+}
+
+static void start(worker *w, void *(*fn)(void *))
+{
+    int rc = pthread_create(&w->thread, NULL, fn, w);
+
+    if (rc != 0) {
+        fprintf(stderr, "clawq-bench: pthread_create: %s\n", strerror(rc));
+        exit(1);
+    }
+}
+
+/* Waits for every started thread, up to the run's deadline plus the time
+ * a blocked call can take; past that the run is abandoned. */
+static void wait_threads(bench *b, worker *ws, size_t n)
+{
+    /* 15 s: more than a call's request timeout (10 s). */
+    uint64_t hard = atomic_load(&b->deadline_ns) + 15ull * 1000000000u;
+
+    while (atomic_load(&b->threads_left) > 0) {
+        if (now_ns() >= atomic_load(&b->deadline_ns))
+            atomic_store(&b->stop, true);
+        if (now_ns() >= hard) {
+            fprintf(stderr,
+                    "clawq-bench: threads still blocked %u s after "
+                    "the deadline; giving up\n",
+                    15u);
+            _exit(1);
+        }
+        sleep_ms(5);
+    }
+    for (size_t i = 0; i < n; i++)
+        pthread_join(ws[i].thread, NULL);
+}
+
+static void counters_add(counters *a, const counters *k)
+{
+    a->put_ok += k->put_ok;
+    a->put_failed += k->put_failed;
+    a->put_unknown += k->put_unknown;
+    a->put_requests += k->put_requests;
+    a->pulled += k->pulled;
+    a->pulls += k->pulls;
+    a->empty_pulls += k->empty_pulls;
+    a->pull_errors += k->pull_errors;
+    a->acked += k->acked;
+    a->ack_failed += k->ack_failed;
+    a->ack_requests += k->ack_requests;
+    a->completed += k->completed;
+    a->duplicates += k->duplicates;
+    a->foreign += k->foreign;
+    a->corrupt += k->corrupt;
+}
+
+static double rate(uint64_t n, uint64_t ns)
+{
+    return ns > 0 ? (double)n * 1e9 / (double)ns : 0;
+}
+
+static int run(bench *b)
+{
+    const opts *o = &b->o;
+    worker *ws = xcalloc(o->producers + o->consumers, sizeof(*ws));
+    worker *prod = ws, *cons = ws + o->producers;
+    counters k = {0};
+    hist *h = xcalloc(1, sizeof(*h));
+    uint64_t put_end = 0, last_done = 0, cons_start, missing = 0;
+    uint64_t unexpected = 0, put_ns, drain_ns, total_ns;
+    uint64_t timeout_ns = (uint64_t)o->timeout_s * 1000000000u;
+    uint64_t put_ns_max =
+        o->duration_s > 0 ? (uint64_t)(o->duration_s * 1e9) : timeout_ns;
+    const char *first_err = "";
+    bool ok;
+
+    for (uint32_t i = 0; i < o->producers; i++) {
+        prod[i].b = b;
+        prod[i].index = i;
+        prod[i].c = connect_one(o, "producer", i);
+    }
+    for (uint32_t i = 0; i < o->consumers; i++) {
+        cons[i].b = b;
+        cons[i].index = i;
+        cons[i].c = connect_one(o, "consumer", i);
+        cons[i].h = xcalloc(1, sizeof(hist));
+    }
+    atomic_store(&b->producers_left, o->producers);
+    atomic_store(&b->threads_left, o->producers);
+    b->t0_ns = now_ns();
+    /* --duration bounds the puts; --timeout bounds the run after them
+     * (the whole run without --duration) and again the drain. */
+    b->put_deadline_ns = b->t0_ns + put_ns_max;
+    atomic_store(&b->deadline_ns,
+                 b->t0_ns + (o->duration_s > 0 ? put_ns_max : 0) + timeout_ns);
+    if (!o->fill_drain)
+        atomic_fetch_add(&b->threads_left, o->consumers);
+    for (uint32_t i = 0; i < o->producers; i++)
+        start(&prod[i], producer_main);
+    if (!o->fill_drain) {
+        for (uint32_t i = 0; i < o->consumers; i++)
+            start(&cons[i], consumer_main);
+    }
+    if (o->fill_drain) {
+        wait_threads(b, prod, o->producers);
+        atomic_store(&b->threads_left, o->consumers);
+        if (!atomic_load(&b->stop))
+            atomic_store(&b->deadline_ns, now_ns() + timeout_ns);
+        cons_start = now_ns();
+        for (uint32_t i = 0; i < o->consumers; i++)
+            start(&cons[i], consumer_main);
+        wait_threads(b, cons, o->consumers);
+    } else {
+        cons_start = b->t0_ns;
+        wait_threads(b, ws, o->producers + o->consumers);
+    }
+
+    for (uint32_t i = 0; i < o->producers + o->consumers; i++) {
+        counters_add(&k, &ws[i].k);
+        if (ws[i].err[0] != '\0' && first_err[0] == '\0')
+            first_err = ws[i].err;
+        clawq_close(ws[i].c);
+    }
+    for (uint32_t i = 0; i < o->producers; i++)
+        if (prod[i].end_ns > put_end)
+            put_end = prod[i].end_ns;
+    for (uint32_t i = 0; i < o->consumers; i++) {
+        if (cons[i].last_done_ns > last_done)
+            last_done = cons[i].last_done_ns;
+        hist_merge(h, cons[i].h);
+        free(cons[i].h);
+    }
+    for (uint32_t p = 0; p < o->producers; p++) {
+        for (uint64_t wd = 0; wd < (b->per_producer + 63) / 64; wd++) {
+            uint64_t put = b->put_map[p][wd];
+            uint64_t done = b->done_map[p][wd]; /* threads joined */
+            missing += (uint64_t)__builtin_popcountll(put & ~done);
+            unexpected += (uint64_t)__builtin_popcountll(done & ~put);
+        }
+    }
+    put_ns = put_end - b->t0_ns;
+    drain_ns = last_done > cons_start ? last_done - cons_start : 0;
+    total_ns = last_done > b->t0_ns ? last_done - b->t0_ns : 0;
+    ok = missing == 0 && k.duplicates == 0 && k.put_failed == 0 &&
+         k.put_unknown == 0 && k.ack_failed == 0 && k.pull_errors == 0 &&
+         k.corrupt == 0 && k.put_ok > 0;
+
+    printf("clawq-bench: server=%s queue=%s mode=%s producers=%u "
+           "consumers=%u batch=%u payload=%u inflight=%u\n",
+           o->server, o->queue, o->fill_drain ? "fill-drain" : "mixed",
+           o->producers, o->consumers, o->batch, o->payload, o->inflight);
+    if (o->rate > 0)
+        printf("  rate         %10" PRIu64 " tasks/s offered (--rate)\n",
+               o->rate);
+    if (o->duration_s > 0)
+        printf("  run          %.1f s of puts (cap %" PRIu64 " tasks)\n",
+               o->duration_s, o->tasks);
+    else
+        printf("  run          %" PRIu64 " tasks\n", o->tasks);
+    printf("  put          %10.0f tasks/s   (%" PRIu64 " tasks in %" PRIu64
+           " requests, %.3f s)\n",
+           rate(k.put_ok, put_ns), k.put_ok, k.put_requests,
+           (double)put_ns / 1e9);
+    printf("  pull+ack     %10.0f tasks/s   (%" PRIu64 " acked in %" PRIu64
+           " pulls (%" PRIu64 " empty) + %" PRIu64 " acks, %.3f s%s)\n",
+           rate(k.acked, drain_ns), k.acked, k.pulls, k.empty_pulls,
+           k.ack_requests, (double)drain_ns / 1e9,
+           o->fill_drain ? ", drain phase" : "");
+    printf("  completed    %10.0f tasks/s   (%" PRIu64 " tasks, first put to "
+           "last ack %.3f s)\n",
+           rate(k.completed, total_ns), k.completed, (double)total_ns / 1e9);
+    printf("  latency p50  %10.3f ms      (put to ack)\n",
+           hist_quantile_ms(h, 0.50));
+    printf("  latency p99  %10.3f ms\n", hist_quantile_ms(h, 0.99));
+    printf("  latency p99.9%10.3f ms\n", hist_quantile_ms(h, 0.999));
+    printf("  latency max  %10.3f ms\n", (double)h->max_ns / 1e6);
+    printf("  duplicates   %10" PRIu64 "\n", k.duplicates);
+    printf("  missing      %10" PRIu64 "\n", missing);
+    printf("  unexpected   %10" PRIu64 "      (acked, but no put answer "
+           "said so)\n",
+           unexpected);
+    printf("  errors       put_failed=%" PRIu64 " put_unknown=%" PRIu64
+           " pull=%" PRIu64 " ack=%" PRIu64 " foreign=%" PRIu64
+           " corrupt=%" PRIu64 "\n",
+           k.put_failed, k.put_unknown, k.pull_errors, k.ack_failed, k.foreign,
+           k.corrupt);
+    if (first_err[0] != '\0')
+        printf("  first error  %s\n", first_err);
+    if (atomic_load(&b->stop) && !ok)
+        printf("  stopped      early (timeout or repeated errors)\n");
+    printf("  result       %s\n",
+           ok ? "OK: every task completed exactly once" : "FAILED");
+    if (o->json) {
+        printf(
+            "{\"bench\":\"clawq\",\"mode\":\"%s\",\"rate\":%" PRIu64
+            ",\"producers\":%u,"
+            "\"consumers\":%u,\"batch\":%u,\"payload\":%u,\"inflight\":%u,"
+            "\"put\":%" PRIu64 ",\"put_per_s\":%.0f,\"acked\":%" PRIu64
+            ",\"pull_ack_per_s\":%.0f,\"completed\":%" PRIu64
+            ",\"completed_per_s\":%.0f,\"latency_ms\":{\"p50\":%.3f,"
+            "\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f},\"duplicates\":%" PRIu64
+            ",\"missing\":%" PRIu64 ",\"unexpected\":%" PRIu64
+            ",\"errors\":{\"put_failed\":%" PRIu64 ",\"put_unknown\":%" PRIu64
+            ",\"pull\":%" PRIu64 ",\"ack\":%" PRIu64 ",\"foreign\":%" PRIu64
+            ",\"corrupt\":%" PRIu64 "},\"ok\":%s}\n",
+            o->fill_drain ? "fill-drain" : "mixed", o->rate, o->producers,
+            o->consumers, o->batch, o->payload, o->inflight, k.put_ok,
+            rate(k.put_ok, put_ns), k.acked, rate(k.acked, drain_ns),
+            k.completed, rate(k.completed, total_ns), hist_quantile_ms(h, 0.50),
+            hist_quantile_ms(h, 0.99), hist_quantile_ms(h, 0.999),
+            (double)h->max_ns / 1e6, k.duplicates, missing, unexpected,
+            k.put_failed, k.put_unknown, k.pull_errors, k.ack_failed, k.foreign,
+            k.corrupt, ok ? "true" : "false");
+    }
+    fflush(stdout);
+    free(h);
+    free(ws);
+    return ok ? 0 : 1;
+}
+
+/* ---- options ---- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: clawq-bench --server 127.0.0.1:PORT [--producers P] "
+            "[--consumers C]\n"
+            "         [--batch N] [--payload BYTES] [--tasks N | --duration "
+            "SEC]\n"
+            "         [--rate N] [--queue NAME] [--inflight N] [--fill-drain] "
+            "[--json]\n"
+            "         [--wait-ms MS] [--lease-ms MS] [--timeout SEC]\n"
+            "\n"
+            "  --server ADDR     clawqd client address; 127.0.0.1 only "
+            "(default 127.0.0.1:7700)\n"
+            "  --producers P     producer threads, one connection each "
+            "(default 4)\n"
+            "  --consumers C     consumer threads, one connection each "
+            "(default 4)\n"
+            "  --batch N         tasks per put, pull and ack request, "
+            "1..1024 (default 64)\n"
+            "  --payload BYTES   payload size, %u..1048576 (default 64)\n"
+            "  --tasks N         tasks to put (default 200000); with "
+            "--duration, the cap\n"
+            "                    (default 50000000)\n"
+            "  --duration SEC    put for SEC seconds instead of a count, "
+            "then drain\n"
+            "  --rate N          offer N tasks/s in all, paced per producer "
+            "(default: as\n"
+            "                    fast as they go; latency is then mostly "
+            "queueing)\n"
+            "  --queue NAME      queue (default bench-PID-RUN, a fresh one)\n"
+            "  --inflight N      put requests in flight per producer "
+            "(default 1; N > 1\n"
+            "                    needs --batch 1: clawq_put_async sends "
+            "one task each)\n"
+            "  --fill-drain      put every task first, then drain them\n"
+            "  --json            also print one JSON summary line\n"
+            "  --wait-ms MS      long-poll wait of a pull (default 100)\n"
+            "  --lease-ms MS     lease per pull, long enough that none "
+            "expire (default 600000)\n"
+            "  --timeout SEC     bound on the run, and again on the drain "
+            "(default 600)\n",
+            HDR_LEN);
+}
+
+static uint64_t parse_u64(const char *flag, const char *v, uint64_t min,
+                          uint64_t max)
+{
+    char *end;
+    unsigned long long x;
+
+    errno = 0;
+    x = strtoull(v, &end, 10);
+    if (errno != 0 || *v == '\0' || *v == '-' || *end != '\0' || x < min ||
+        x > max) {
+        fprintf(stderr,
+                "clawq-bench: %s wants a number in %" PRIu64 "..%" PRIu64 "\n",
+                flag, min, max);
+        exit(2);
+    }
+    return x;
+}
+
+static double parse_seconds(const char *flag, const char *v)
+{
+    char *end;
+    double x;
+
+    errno = 0;
+    x = strtod(v, &end);
+    if (errno != 0 || *v == '\0' || *end != '\0' || !(x > 0) || x > 86400) {
+        fprintf(stderr, "clawq-bench: %s wants seconds in (0, 86400]\n", flag);
+        exit(2);
+    }
+    return x;
+}
+
+/* The bench talks to 127.0.0.1 only: "127.0.0.1:PORT". */
+static bool server_ok(const char *s)
+{
+    const char *p = "127.0.0.1:";
+    char *end;
+    unsigned long port;
+
+    if (strncmp(s, p, strlen(p)) != 0)
+        return false;
+    errno = 0;
+    port = strtoul(s + strlen(p), &end, 10);
+    return errno == 0 && *end == '\0' && port > 0 && port < 65536;
+}
+
+int main(int argc, char **argv)
+{
+    bench *b = xcalloc(1, sizeof(*b));
+    opts *o = &b->o;
+    int rc;
+
+    o->server = "127.0.0.1:7700";
+    o->producers = 4;
+    o->consumers = 4;
+    o->batch = 64;
+    o->payload = 64;
+    o->inflight = 1;
+    o->wait_ms = 100;
+    o->lease_ms = 600000;
+    o->timeout_s = 600;
+    o->tasks = 200000;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--fill-drain") == 0) {
+            o->fill_drain = true;
+            continue;
+        }
+        if (strcmp(a, "--json") == 0) {
+            o->json = true;
+            continue;
+        }
+        if (v == NULL) {
+            fprintf(stderr, "clawq-bench: unknown or incomplete flag %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (strcmp(a, "--server") == 0)
+            o->server = v;
+        else if (strcmp(a, "--producers") == 0)
+            o->producers = (uint32_t)parse_u64(a, v, 1, 256);
+        else if (strcmp(a, "--consumers") == 0)
+            o->consumers = (uint32_t)parse_u64(a, v, 1, 256);
+        else if (strcmp(a, "--batch") == 0)
+            o->batch = (uint32_t)parse_u64(a, v, 1, CLAWQ_MAX_BATCH_TASKS);
+        else if (strcmp(a, "--payload") == 0)
+            o->payload = (uint32_t)parse_u64(a, v, HDR_LEN, 1 << 20);
+        else if (strcmp(a, "--tasks") == 0) {
+            o->tasks = parse_u64(a, v, 1, 1000000000);
+            o->tasks_set = true;
+        } else if (strcmp(a, "--rate") == 0)
+            o->rate = parse_u64(a, v, 1, 100000000);
+        else if (strcmp(a, "--duration") == 0)
+            o->duration_s = parse_seconds(a, v);
+        else if (strcmp(a, "--queue") == 0) {
+            if (strlen(v) == 0 || strlen(v) > CLAWQ_MAX_QUEUE_NAME) {
+                fprintf(stderr, "clawq-bench: --queue wants 1..%d bytes\n",
+                        CLAWQ_MAX_QUEUE_NAME);
+                return 2;
+            }
+            snprintf(o->queue, sizeof(o->queue), "%s", v);
+        } else if (strcmp(a, "--inflight") == 0)
+            o->inflight = (uint32_t)parse_u64(a, v, 1, 65536);
+        else if (strcmp(a, "--wait-ms") == 0)
+            o->wait_ms = (uint32_t)parse_u64(a, v, 0, 60000);
+        else if (strcmp(a, "--lease-ms") == 0)
+            o->lease_ms = (uint32_t)parse_u64(a, v, 1, 86400000);
+        else if (strcmp(a, "--timeout") == 0)
+            o->timeout_s = (uint32_t)parse_u64(a, v, 1, 86400);
+        else {
+            fprintf(stderr, "clawq-bench: unknown flag %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+    }
+    if (!server_ok(o->server)) {
+        fprintf(stderr, "clawq-bench: --server must be 127.0.0.1:PORT\n");
+        return 2;
+    }
+    if (o->inflight > 1 && o->batch > 1) {
+        fprintf(stderr, "clawq-bench: --inflight > 1 needs --batch 1 "
+                        "(clawq_put_async puts one task per request)\n");
+        return 2;
+    }
+    if (o->duration_s > 0 && !o->tasks_set)
+        o->tasks = 50000000;
+    if (o->tasks < o->producers)
+        o->producers = (uint32_t)o->tasks;
+
+    b->run_id = (uint32_t)getpid() ^ (uint32_t)now_ns();
+    if (o->queue[0] == '\0')
+        snprintf(o->queue, sizeof(o->queue), "bench-%ld-%08x", (long)getpid(),
+                 b->run_id);
+    b->per_producer = o->tasks / o->producers + 1;
+    b->put_map = xcalloc(o->producers, sizeof(*b->put_map));
+    b->done_map = xcalloc(o->producers, sizeof(*b->done_map));
+    for (uint32_t i = 0; i < o->producers; i++) {
+        size_t words = (size_t)((b->per_producer + 63) / 64);
+        b->put_map[i] = xcalloc(words, sizeof(uint64_t));
+        b->done_map[i] = xcalloc(words, sizeof(uint64_t));
+    }
+    rc = run(b);
+    for (uint32_t i = 0; i < o->producers; i++) {
+        free(b->put_map[i]);
+        free(b->done_map[i]);
+    }
+    free(b->put_map);
+    free(b->done_map);
+    free(b);
+    return rc;
+}
