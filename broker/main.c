@@ -79,6 +79,7 @@ static void repl_closed(void *arg)
     daemon_ctx *d = arg;
 
     d->r = NULL;
+    sess_server_close(&d->srv);
     uv_close((uv_handle_t *)&d->grace, on_handle_closed);
     uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
     uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
@@ -209,6 +210,7 @@ int main(int argc, char **argv)
     d.srv.limits.max_wait_ms = (uint32_t)d.cfg.max_wait_ms;
     d.srv.limits.idle_timeout_ms = (uint32_t)d.cfg.idle_timeout_ms;
     d.srv.limits.write_buffer = d.cfg.write_buffer;
+    sess_server_init(&d.srv);
     rc = net_listen(&d.srv, d.cfg.listen, d.cfg.max_connections, &d.n);
     if (rc != 0) {
         LOG(LOG_ERROR, "clawqd.listen", "addr=%s error=\"%s\"", d.cfg.listen,

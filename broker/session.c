@@ -68,7 +68,10 @@ struct sess {
     uint64_t id;
     uint8_t *rbuf;
     size_t rlen, rcap;
-    size_t wbytes;
+    size_t wbytes; /* replies queued (in out) or being written */
+    cq_buf out;    /* replies of this loop turn, not yet written */
+    bool dirty;    /* on srv->dirty: out is flushed at the turn's end */
+    sess *dirty_next;
     uint32_t pending;
     int refs;
     bool hello;
@@ -82,11 +85,12 @@ struct sess {
     sess *prev, *next;
 };
 
+/* One write of a connection's coalesced replies; owns the bytes. */
 typedef struct wreq {
     uv_write_t w;
     sess *c;
     size_t len;
-    uint8_t data[];
+    uint8_t *data;
 } wreq;
 
 /* ---- a scratch arena for building one response ---- */
@@ -163,6 +167,7 @@ static void sess_unref(sess *c)
         free(c->reports[i].leased);
     free(c->reports);
     free(c->rbuf);
+    cq_buf_fini(&c->out);
     free(c);
     if (srv->on_session_closed != NULL)
         srv->on_session_closed(srv);
@@ -218,6 +223,7 @@ void sess_drain(sess *c)
 
 static void read_resume_maybe(sess *c);
 static void start_reading(sess *c);
+static void on_flush_idle(uv_idle_t *h);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static bool process_frames(sess *c);
@@ -232,6 +238,7 @@ static void on_write(uv_write_t *w, int status)
     if (status != 0 && status != UV_ECANCELED)
         LOG(LOG_DEBUG, "conn.write_failed", "conn=%llu error=%s",
             (unsigned long long)c->id, uv_strerror(status));
+    free(wr->data);
     free(wr);
     if (!c->closing) {
         if (status != 0)
@@ -247,9 +254,6 @@ static void on_write(uv_write_t *w, int status)
 static void send_response(sess *c, Clawq__Response *resp)
 {
     size_t n = clawq__response__get_packed_size(resp);
-    uv_buf_t buf;
-    wreq *wr;
-    int rc;
 
     if (c->closing)
         return;
@@ -263,30 +267,98 @@ static void send_response(sess *c, Clawq__Response *resp)
         send_response(c, &small);
         return;
     }
-    wr = malloc(sizeof(*wr) + CLAWQ_FRAME_HEADER_LEN + n);
-    if (wr == NULL) {
+    if (cq_buf_reserve(&c->out, CLAWQ_FRAME_HEADER_LEN + n) != 0) {
         LOG(LOG_ERROR, "conn.nomem", "conn=%llu bytes=%zu",
             (unsigned long long)c->id, n);
         sess_close(c);
         return;
     }
+    clawq_frame_put_len(c->out.ptr + c->out.len, (uint32_t)n);
+    clawq__response__pack(resp,
+                          c->out.ptr + c->out.len + CLAWQ_FRAME_HEADER_LEN);
+    c->out.len += CLAWQ_FRAME_HEADER_LEN + n;
+    c->wbytes += CLAWQ_FRAME_HEADER_LEN + n;
+    if (!c->dirty) {
+        server *srv = c->srv;
+        c->dirty = true;
+        c->refs++; /* held by the dirty list */
+        c->dirty_next = srv->dirty;
+        srv->dirty = c;
+        /* Keep the loop from blocking in poll before the flush. */
+        if (!uv_is_active((uv_handle_t *)&srv->flush_idle))
+            uv_idle_start(&srv->flush_idle, on_flush_idle);
+    }
+    if (c->wbytes > c->srv->limits.write_buffer && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+/* Writes one session's coalesced replies. */
+static void sess_flush(sess *c)
+{
+    uv_buf_t buf;
+    wreq *wr;
+    int rc;
+
+    if (c->closing || c->out.len == 0)
+        return;
+    wr = malloc(sizeof(*wr));
+    if (wr == NULL) {
+        sess_close(c);
+        return;
+    }
     wr->c = c;
-    wr->len = CLAWQ_FRAME_HEADER_LEN + n;
-    clawq_frame_put_len(wr->data, (uint32_t)n);
-    clawq__response__pack(resp, wr->data + CLAWQ_FRAME_HEADER_LEN);
+    wr->len = c->out.len;
+    wr->data = c->out.ptr; /* the write owns the bytes now */
+    cq_buf_init(&c->out, c->out.max);
     buf = uv_buf_init((char *)wr->data, (unsigned)wr->len);
     rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
     if (rc != 0) {
+        c->wbytes -= wr->len;
+        free(wr->data);
         free(wr);
         sess_close(c);
         return;
     }
     c->refs++;
-    c->wbytes += wr->len;
-    if (c->wbytes > c->srv->limits.write_buffer && c->reading) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        c->reading = false;
+}
+
+/* End of a loop turn: write every dirty session's replies. */
+static void on_flush_check(uv_check_t *h)
+{
+    server *srv = h->data;
+    sess *c;
+
+    while ((c = srv->dirty) != NULL) {
+        srv->dirty = c->dirty_next;
+        c->dirty = false;
+        c->dirty_next = NULL;
+        sess_flush(c);
+        sess_unref(c);
     }
+    if (uv_is_active((uv_handle_t *)&srv->flush_idle))
+        uv_idle_stop(&srv->flush_idle);
+}
+
+static void on_flush_idle(uv_idle_t *h)
+{
+    (void)h; /* stopped by on_flush_check */
+}
+
+void sess_server_init(server *srv)
+{
+    uv_check_init(srv->loop, &srv->flush_check);
+    srv->flush_check.data = srv;
+    uv_check_start(&srv->flush_check, on_flush_check);
+    uv_idle_init(srv->loop, &srv->flush_idle);
+    srv->flush_idle.data = srv;
+}
+
+void sess_server_close(server *srv)
+{
+    uv_close((uv_handle_t *)&srv->flush_check, NULL);
+    uv_close((uv_handle_t *)&srv->flush_idle, NULL);
 }
 
 static Clawq__Status wire_status(int err)
@@ -1658,6 +1730,7 @@ int sess_new(server *srv, sess **out)
         return CLAWQ_ENOMEM;
     c->srv = srv;
     c->id = ++srv->next_conn_id;
+    cq_buf_init(&c->out, SIZE_MAX / 2); /* bounded by write_buffer */
     uv_tcp_init(srv->loop, &c->tcp);
     uv_timer_init(srv->loop, &c->idle);
     c->tcp.data = c;

@@ -45,9 +45,17 @@ typedef struct server {
     sess *sessions; /* all open sessions */
     size_t n_sessions;
     uint64_t next_conn_id;
+    sess *dirty;            /* sessions with replies to flush this turn */
+    uv_check_t flush_check; /* flushes them after the loop's I/O */
+    uv_idle_t flush_idle;   /* keeps poll from blocking while any wait */
     void (*on_session_closed)(struct server *srv); /* net's drain check */
     void *drain_ctx;                               /* net's, for that */
 } server;
+
+/* Starts / stops the per-turn reply flush (once per server). Replies of
+ * one loop turn go out in one write per connection. */
+void sess_server_init(server *srv);
+void sess_server_close(server *srv);
 
 /* Takes an accepted TCP handle's place: initialises the session's own
  * handle on the loop (the caller accepts into sess_tcp()). */
