@@ -869,11 +869,31 @@ static int op_put(ctx *c, const cmd_put *p, fsm_op_result *out)
     return task_save(c, &t);
 }
 
-static int op_lease(ctx *c, const cmd_lease *l, fsm_op_result *out)
+/* The first ready entry of queue qid, in lease order: returns 1 with the
+ * task id, 0 when the queue has none ready, or an error. */
+static int ready_first(store_cursor *cur, uint32_t qid, uint64_t *id)
 {
     uint8_t key[KEY_READY_LEN];
-    store_cursor *cur;
     cq_bytes k, v;
+    int rc;
+
+    key_ready(key, qid, 0, 0);
+    rc = store_cursor_seek(cur, cq_bytes_of(key, sizeof(key)), &k, &v);
+    if (rc == CLAWQ_ENOT_FOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    if (k.len != KEY_READY_LEN || v.len != READY_VAL_LEN)
+        return CLAWQ_ECORRUPT;
+    if (cq_get_be32(k.ptr) != qid)
+        return 0;
+    *id = cq_get_be64(v.ptr);
+    return 1;
+}
+
+static int op_lease(ctx *c, const cmd_lease *l, fsm_op_result *out)
+{
+    store_cursor *cur;
     task_rec t;
     qentry *q;
     uint64_t lease_ms;
@@ -897,22 +917,12 @@ static int op_lease(ctx *c, const cmd_lease *l, fsm_op_result *out)
         return rc;
     while (out->n_tasks < l->max) {
         uint8_t lkey[KEY_TIME_ID_LEN];
+        uint64_t id;
 
-        key_ready(key, q->rec.qid, 0, 0);
-        rc = store_cursor_seek(cur, cq_bytes_of(key, sizeof(key)), &k, &v);
-        if (rc == CLAWQ_ENOT_FOUND) {
-            rc = 0;
+        rc = ready_first(cur, q->rec.qid, &id);
+        if (rc <= 0)
             break;
-        }
-        if (rc != 0)
-            break;
-        if (k.len != KEY_READY_LEN || v.len != READY_VAL_LEN) {
-            rc = CLAWQ_ECORRUPT;
-            break;
-        }
-        if (cq_get_be32(k.ptr) != q->rec.qid)
-            break;
-        rc = task_load(c, cq_get_be64(v.ptr), &t);
+        rc = task_load(c, id, &t);
         if (rc == 0 && t.state != TASK_READY)
             rc = CLAWQ_ECORRUPT;
         if (rc == 0)
@@ -1367,22 +1377,12 @@ static int op_queue_purge(ctx *c, const cmd_queue *qo, fsm_op_result *out)
     if (rc != 0)
         return rc;
     for (;;) {
-        uint8_t rkey[KEY_READY_LEN];
-        key_ready(rkey, q->rec.qid, 0, 0);
-        rc = store_cursor_seek(cur, cq_bytes_of(rkey, sizeof(rkey)), &k, &v);
-        if (rc == CLAWQ_ENOT_FOUND) {
-            rc = 0;
+        uint64_t id;
+
+        rc = ready_first(cur, q->rec.qid, &id);
+        if (rc <= 0)
             break;
-        }
-        if (rc != 0)
-            break;
-        if (k.len != KEY_READY_LEN || v.len != READY_VAL_LEN) {
-            rc = CLAWQ_ECORRUPT;
-            break;
-        }
-        if (cq_get_be32(k.ptr) != q->rec.qid)
-            break;
-        rc = task_load(c, cq_get_be64(v.ptr), &t);
+        rc = task_load(c, id, &t);
         if (rc == 0)
             rc = purge_task(c, q, &t);
         if (rc != 0)

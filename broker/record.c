@@ -560,14 +560,16 @@ static bool task_field(task_rec *t, uint64_t key, const msgpack_object *v)
     }
 }
 
-int task_rec_decode(const void *buf, size_t len, task_rec *out)
+/* Decodes a msgpack map with integer keys, handing each pair to field(). */
+static int decode_map(const void *buf, size_t len, void *out,
+                      bool (*field)(void *out, uint64_t key,
+                                    const msgpack_object *v))
 {
     msgpack_zone zone;
     msgpack_object obj;
     uint32_t i;
     int rc;
 
-    memset(out, 0, sizeof(*out));
     rc = unpack_whole(buf, len, &zone, &obj);
     if (rc != 0)
         return rc;
@@ -577,13 +579,24 @@ int task_rec_decode(const void *buf, size_t len, task_rec *out)
     for (i = 0; i < obj.via.map.size; i++) {
         const msgpack_object_kv *kv = &obj.via.map.ptr[i];
         if (kv->key.type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-            !task_field(out, kv->key.via.u64, &kv->val))
+            !field(out, kv->key.via.u64, &kv->val))
             goto done;
     }
     rc = 0;
 done:
     msgpack_zone_destroy(&zone);
     return rc;
+}
+
+static bool task_field_cb(void *out, uint64_t key, const msgpack_object *v)
+{
+    return task_field(out, key, v);
+}
+
+int task_rec_decode(const void *buf, size_t len, task_rec *out)
+{
+    memset(out, 0, sizeof(*out));
+    return decode_map(buf, len, out, task_field_cb);
 }
 
 static bool u32_field(const msgpack_object *v, uint32_t *out)
@@ -656,31 +669,16 @@ static bool queue_field(queue_rec *q, uint64_t key, const msgpack_object *v)
     }
 }
 
+static bool queue_field_cb(void *out, uint64_t key, const msgpack_object *v)
+{
+    return queue_field(out, key, v);
+}
+
 int queue_rec_decode(const void *buf, size_t len, queue_rec *out)
 {
-    msgpack_zone zone;
-    msgpack_object obj;
-    uint32_t i;
-    int rc;
-
     memset(out, 0, sizeof(*out));
     queue_settings_default(&out->settings);
-    rc = unpack_whole(buf, len, &zone, &obj);
-    if (rc != 0)
-        return rc;
-    rc = CLAWQ_ECORRUPT;
-    if (obj.type != MSGPACK_OBJECT_MAP)
-        goto done;
-    for (i = 0; i < obj.via.map.size; i++) {
-        const msgpack_object_kv *kv = &obj.via.map.ptr[i];
-        if (kv->key.type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-            !queue_field(out, kv->key.via.u64, &kv->val))
-            goto done;
-    }
-    rc = 0;
-done:
-    msgpack_zone_destroy(&zone);
-    return rc;
+    return decode_map(buf, len, out, queue_field_cb);
 }
 
 /* ---- keys ---- */

@@ -788,93 +788,76 @@ static void fill_stats(tmp *t, server *srv, const fsm_queue_stats *st,
 
 /* ---- write requests: completion ---- */
 
-static void put_done(void *arg, int status, const fsm_result *res, size_t first,
-                     size_t n)
+/* The per-item results of a batch (put or ack), in a tmp array; *full
+ * tells whether an item met a full queue. NULL when out of memory. */
+static Clawq__ItemResult **item_results(tmp *t, req *q, const fsm_result *res,
+                                        size_t first, size_t n, bool *full)
+{
+    Clawq__ItemResult **items = tmp_alloc(t, (n ? n : 1) * sizeof(*items));
+    size_t i;
+
+    *full = false;
+    for (i = 0; items != NULL && i < n; i++) {
+        const fsm_op_result *o = &res->ops[first + i];
+        Clawq__ItemResult *ir = tmp_alloc(t, sizeof(*ir));
+        if (ir == NULL)
+            return NULL;
+        clawq__item_result__init(ir);
+        ir->has_status = 1;
+        ir->status = wire_status(o->status);
+        if (o->status == 0 || q->kind == REQ_ACK) {
+            ir->has_id = 1;
+            ir->id = o->id;
+        }
+        if (o->status != 0) {
+            ir->message = (char *)(uintptr_t)clawq_strerror(o->status);
+            *full = *full || o->status == CLAWQ_EQUEUE_FULL;
+        } else if (o->duplicate) {
+            ir->has_duplicate = 1;
+            ir->duplicate = 1;
+        } else if (q->kind == REQ_ACK) {
+            report_settled(q->c, o->id);
+        }
+        items[i] = ir;
+    }
+    return items;
+}
+
+/* put and ack: one result per item. */
+static void batch_done(void *arg, int status, const fsm_result *res,
+                       size_t first, size_t n)
 {
     req *q = arg;
     Clawq__Response resp = CLAWQ__RESPONSE__INIT;
     Clawq__PutResponse pr = CLAWQ__PUT_RESPONSE__INIT;
+    Clawq__AckResponse ar = CLAWQ__ACK_RESPONSE__INIT;
+    Clawq__ItemResult **items;
     tmp t = {NULL, false};
     bool full = false;
-    size_t i;
 
     if (status != 0) {
         reply_status(q->c, q->id, status, NULL);
         req_free(q);
         return;
     }
+    items = item_results(&t, q, res, first, n, &full);
     resp.id = q->id;
-    resp.body_case = CLAWQ__RESPONSE__BODY_PUT;
-    resp.put = &pr;
-    pr.results = tmp_alloc(&t, n * sizeof(*pr.results));
-    for (i = 0; pr.results != NULL && i < n; i++) {
-        const fsm_op_result *o = &res->ops[first + i];
-        Clawq__ItemResult *ir = tmp_alloc(&t, sizeof(*ir));
-        if (ir == NULL)
-            break;
-        clawq__item_result__init(ir);
-        ir->has_status = 1;
-        ir->status = wire_status(o->status);
-        if (o->status == 0) {
-            ir->has_id = 1;
-            ir->id = o->id;
-            if (o->duplicate) {
-                ir->has_duplicate = 1;
-                ir->duplicate = 1;
-            }
-        } else {
-            ir->message = (char *)(uintptr_t)clawq_strerror(o->status);
-            full = full || o->status == CLAWQ_EQUEUE_FULL;
-        }
-        pr.results[pr.n_results++] = ir;
+    if (q->kind == REQ_PUT) {
+        pr.results = items;
+        pr.n_results = n;
+        resp.body_case = CLAWQ__RESPONSE__BODY_PUT;
+        resp.put = &pr;
+    } else {
+        ar.results = items;
+        ar.n_results = n;
+        resp.body_case = CLAWQ__RESPONSE__BODY_ACK;
+        resp.ack = &ar;
     }
     if (full) {
         resp.has_retry_after_ms = 1;
         resp.retry_after_ms = QUEUE_FULL_RETRY_MS;
     }
-    if (t.failed)
-        reply_status(q->c, q->id, CLAWQ_ENOMEM, NULL);
-    else
-        send_response(q->c, &resp);
-    tmp_free(&t);
-    req_free(q);
-}
-
-static void ack_done(void *arg, int status, const fsm_result *res, size_t first,
-                     size_t n)
-{
-    req *q = arg;
-    Clawq__Response resp = CLAWQ__RESPONSE__INIT;
-    Clawq__AckResponse ar = CLAWQ__ACK_RESPONSE__INIT;
-    tmp t = {NULL, false};
-    size_t i;
-
-    if (status != 0) {
-        reply_status(q->c, q->id, status, NULL);
-        req_free(q);
-        return;
-    }
-    resp.id = q->id;
-    resp.body_case = CLAWQ__RESPONSE__BODY_ACK;
-    resp.ack = &ar;
-    ar.results = tmp_alloc(&t, n * sizeof(*ar.results));
-    for (i = 0; ar.results != NULL && i < n; i++) {
-        const fsm_op_result *o = &res->ops[first + i];
-        Clawq__ItemResult *ir = tmp_alloc(&t, sizeof(*ir));
-        if (ir == NULL)
-            break;
-        clawq__item_result__init(ir);
-        ir->has_status = 1;
-        ir->status = wire_status(o->status);
-        ir->has_id = 1;
-        ir->id = o->id;
-        if (o->status != 0)
-            ir->message = (char *)(uintptr_t)clawq_strerror(o->status);
-        else
-            report_settled(q->c, o->id);
-        ar.results[ar.n_results++] = ir;
-    }
-    if (t.failed)
+    if (items == NULL || t.failed)
         reply_status(q->c, q->id, CLAWQ_ENOMEM, NULL);
     else
         send_response(q->c, &resp);
@@ -1129,7 +1112,7 @@ static void on_put(sess *c, uint64_t id, const Clawq__PutRequest *p)
         if (hdr_len[i] > 0)
             o->headers = cq_bytes_of(hdr.ptr + hdr_off[i], hdr_len[i]);
     }
-    submit(q, ops, p->n_tasks, put_done);
+    submit(q, ops, p->n_tasks, batch_done);
 done:
     cq_buf_fini(&hdr);
     free(ops);
@@ -1162,7 +1145,7 @@ static void on_ack(sess *c, uint64_t id, const Clawq__AckRequest *a)
         ops[i].u.settle.lease_id = a->tasks[i]->lease_id;
         ops[i].u.settle.delay_ms = -1;
     }
-    submit(q, ops, a->n_tasks, ack_done);
+    submit(q, ops, a->n_tasks, batch_done);
     free(ops);
 }
 

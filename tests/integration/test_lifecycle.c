@@ -7,6 +7,8 @@
  * exit codes and JSON. Each test gets its own broker. */
 #include <check.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -417,6 +419,38 @@ START_TEST(test_long_poll_wakes_on_put)
 }
 END_TEST
 
+/* A puller that disconnects while it waits is dropped: the next task goes
+ * to a live worker, not to the dead connection. */
+START_TEST(test_long_poll_disconnect)
+{
+    clawq_task *t = NULL;
+    size_t n = 0;
+    pid_t child;
+
+    put(C, "gone", "first");
+    clawq_tasks_free(pull_one(C, "gone", 0));
+    child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        clawq_client *c2 = NULL;
+        if (clawq_connect(B->endpoint, NULL, &c2) != 0)
+            _exit(2);
+        clawq_pull(c2, "gone", 1, 20000, 0, &t, &n);
+        _exit(0);
+    }
+    th_sleep_ms(300); /* the child waits in its long poll */
+    ck_assert_int_eq(kill(child, SIGKILL), 0);
+    ck_assert_int_eq(waitpid(child, NULL, 0), child);
+    th_sleep_ms(100); /* the broker sees the close */
+    put(C, "gone", "after");
+    th_assert_ok(C, clawq_pull(C, "gone", 1, 0, 0, &t, &n));
+    ck_assert_uint_eq(n, 1);
+    ck_assert_mem_eq(t[0].payload, "after", 5);
+    clawq_tasks_free(t);
+    ck_assert(th_broker_alive(B));
+}
+END_TEST
+
 START_TEST(test_long_poll_times_out)
 {
     clawq_task *t = NULL;
@@ -822,6 +856,7 @@ static Suite *lifecycle_suite(void)
         {"stale_lease_rejected", test_stale_lease_rejected},
         {"long_poll_wakes_on_put", test_long_poll_wakes_on_put},
         {"long_poll_times_out", test_long_poll_times_out},
+        {"long_poll_disconnect", test_long_poll_disconnect},
         {"pipelined_puts", test_pipelined_puts},
         {"writes_right_after_start", test_writes_right_after_start},
         {"queue_full", test_queue_full},
