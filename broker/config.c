@@ -69,6 +69,21 @@ static const opt opts[] = {
      "address for Raft traffic between nodes"},
     {"http", OPT_ADDR, FIELD(http), "127.0.0.1:7780", 0, 0, NULL, NULL,
      "address for HTTP: metrics and health"},
+    {"scaler", OPT_ADDR, FIELD(scaler), "127.0.0.1:7790", 0, 0, NULL, NULL,
+     "address for the KEDA external scaler (gRPC over HTTP/2)"},
+    {"scaler-tls-cert", OPT_STRING, FIELD(scaler_tls_cert), "", 0,
+     CONFIG_PATH_MAX - 1, NULL, NULL,
+     "PEM certificate for the scaler: serve TLS with ALPN h2 (with "
+     "--scaler-tls-key); empty = plaintext h2c"},
+    {"scaler-tls-key", OPT_STRING, FIELD(scaler_tls_key), "", 0,
+     CONFIG_PATH_MAX - 1, NULL, NULL, "PEM private key for the scaler"},
+    {"scaler-tls-ca", OPT_STRING, FIELD(scaler_tls_ca), "", 0,
+     CONFIG_PATH_MAX - 1, NULL, NULL,
+     "PEM CA bundle: require and verify scaler client certificates"},
+    {"report-interval", OPT_DURATION, FIELD(report_interval_ms), "5s", 100,
+     3600000, NULL, NULL,
+     "how often workers report their load; a worker silent for three "
+     "intervals no longer counts"},
     {"node-id", OPT_UINT, FIELD(node_id), "1", 1, UINT64_C(1) << 31, NULL, NULL,
      "this node's Raft id, unique in the cluster"},
     {"log-level", OPT_ENUM, FIELD(log_level), "info", 0, 0, NULL,
@@ -540,6 +555,14 @@ static int check_relations(const config *c, char *err, size_t errlen)
         return fail(err, errlen,
                     "--map-size (%s) must not exceed --map-max (%s)", a, b);
     }
+    if (c->scaler_tls_ca[0] != '\0' && c->scaler_tls_cert[0] == '\0' &&
+        c->scaler_tls_key[0] == '\0')
+        return fail(err, errlen,
+                    "--scaler-tls-ca needs --scaler-tls-cert and "
+                    "--scaler-tls-key");
+    if ((c->scaler_tls_cert[0] == '\0') != (c->scaler_tls_key[0] == '\0'))
+        return fail(err, errlen,
+                    "--scaler-tls-cert and --scaler-tls-key go together");
     return 0;
 }
 

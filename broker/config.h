@@ -35,12 +35,17 @@ typedef struct config {
     char listen[CONFIG_ADDR_MAX]; /* client protocol address */
     char raft[CONFIG_ADDR_MAX];   /* Raft peer address */
     char http[CONFIG_ADDR_MAX];   /* HTTP (metrics, health) address */
-    uint32_t node_id;             /* 1..2^31 */
-    int log_level;                /* enum log_level */
-    int log_format;               /* enum log_format */
-    size_t max_frame;             /* bytes of one protocol frame */
-    uint32_t max_connections;     /* open client connections */
-    size_t max_payload;           /* bytes of one task payload */
+    char scaler[CONFIG_ADDR_MAX]; /* KEDA external scaler (gRPC) address */
+    char scaler_tls_cert[CONFIG_PATH_MAX]; /* PEM; "" = plaintext h2c */
+    char scaler_tls_key[CONFIG_PATH_MAX];
+    char scaler_tls_ca[CONFIG_PATH_MAX]; /* verify client certificates */
+    uint64_t report_interval_ms;         /* expected worker report period */
+    uint32_t node_id;                    /* 1..2^31 */
+    int log_level;                       /* enum log_level */
+    int log_format;                      /* enum log_format */
+    size_t max_frame;                    /* bytes of one protocol frame */
+    uint32_t max_connections;            /* open client connections */
+    size_t max_payload;                  /* bytes of one task payload */
     uint32_t max_pending;         /* outstanding requests per connection */
     uint64_t max_wait_ms;         /* cap on a long-poll's wait */
     uint64_t idle_timeout_ms;     /* 0 = connections never time out */

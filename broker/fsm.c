@@ -936,6 +936,7 @@ static int op_lease(ctx *c, const cmd_lease *l, fsm_op_result *out)
         t.attempt++;
         t.lease_id = c->next_lease++;
         t.lease_expires_ms = add_sat(c->now, lease_ms);
+        t.leased_at_ms = c->now;
         t.worker = l->worker;
         c->meta_dirty = true;
         q->rec.counters.leased++;
@@ -1000,6 +1001,9 @@ static int op_settle(ctx *c, int type, const cmd_settle *s, fsm_op_result *out)
     if (rc != 0)
         return rc;
     out->id = t.id;
+    out->qid = t.qid;
+    out->created_ms = t.created_ms;
+    out->leased_at_ms = t.leased_at_ms;
     rc = leave_state(c, q, &t);
     if (rc != 0)
         return rc;

@@ -55,7 +55,9 @@ typedef struct fsm_op_result {
     uint64_t value; /* extend: new expiry; replay/purge: tasks affected;
                        tick: items handled */
     bool more;      /* tick: more items were due than `max` */
-    size_t first_task, n_tasks; /* lease: the tasks in result->tasks */
+    uint32_t qid;   /* settle (ack, nack, fail): the task's queue */
+    uint64_t created_ms, leased_at_ms; /* settle: for latency metrics */
+    size_t first_task, n_tasks;        /* lease: the tasks in result->tasks */
 } fsm_op_result;
 
 /* What one fsm_apply (or a read) produced. Reused across calls. */

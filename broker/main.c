@@ -210,6 +210,7 @@ int main(int argc, char **argv)
     d.srv.limits.max_wait_ms = (uint32_t)d.cfg.max_wait_ms;
     d.srv.limits.idle_timeout_ms = (uint32_t)d.cfg.idle_timeout_ms;
     d.srv.limits.write_buffer = d.cfg.write_buffer;
+    metrics_init(&d.srv.metrics);
     sess_server_init(&d.srv);
     rc = net_listen(&d.srv, d.cfg.listen, d.cfg.max_connections, &d.n);
     if (rc != 0) {
@@ -229,6 +230,7 @@ int main(int argc, char **argv)
         d.cfg.node_id, d.cfg.listen, d.cfg.raft, d.cfg.data);
 
     uv_run(d.loop, UV_RUN_DEFAULT);
+    metrics_fini(&d.srv.metrics);
     store_close(d.s);
     uv_loop_close(d.loop);
     return d.exit_code;

@@ -33,6 +33,7 @@ enum {
     TK_HEADERS = 19,
     TK_PAYLOAD = 20,
     TK_ERRORS = 21, /* array of [at_ms, attempt, msg], newest first */
+    TK_LEASED_AT = 22,
 };
 
 /* Queue record keys. Never renumber; append. */
@@ -180,7 +181,7 @@ int task_rec_encode(const task_rec *t, cq_buf *out)
          COUNT_U(t->lease_expires_ms) + COUNT_U(t->progress) +
          COUNT_U(t->dead_at_ms) + COUNT_B(t->worker) + COUNT_B(t->checkpoint) +
          COUNT_B(t->idem_key) + COUNT_B(t->headers) + COUNT_B(t->payload) +
-         COUNT_U(t->n_errors);
+         COUNT_U(t->n_errors) + COUNT_U(t->leased_at_ms);
 
     enc_init(&e, out);
     msgpack_pack_map(&e.pk, n);
@@ -206,6 +207,7 @@ int task_rec_encode(const task_rec *t, cq_buf *out)
     U(TK_LEASE_EXPIRES, t->lease_expires_ms);
     U(TK_PROGRESS, t->progress);
     U(TK_DEAD_AT, t->dead_at_ms);
+    U(TK_LEASED_AT, t->leased_at_ms);
     B(TK_WORKER, t->worker);
     B(TK_CHECKPOINT, t->checkpoint);
     B(TK_IDEM_KEY, t->idem_key);
@@ -555,6 +557,8 @@ static bool task_field(task_rec *t, uint64_t key, const msgpack_object *v)
         return get_bytes(v, &t->payload);
     case TK_ERRORS:
         return decode_errors(v, t);
+    case TK_LEASED_AT:
+        return get_u64(v, UINT64_MAX, &t->leased_at_ms);
     default:
         return true; /* a newer writer's field: skip */
     }

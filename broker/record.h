@@ -63,6 +63,7 @@ typedef struct task_rec {
     uint64_t ready_at_ms; /* when it last became ready */
     uint64_t lease_id;    /* the last lease's fencing token; 0 = never */
     uint64_t lease_expires_ms;
+    uint64_t leased_at_ms; /* when the current lease began */
     uint64_t progress;
     uint64_t dead_at_ms;
     cq_bytes worker;

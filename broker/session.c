@@ -25,7 +25,7 @@
 #define PEEK_MAX 1000
 #define DLQ_LIST_DEFAULT 100
 #define DLQ_LIST_MAX 1000
-#define QUEUE_FULL_RETRY_MS 100
+#define QUEUE_FULL_RETRY_MS 1000 /* when the queue's drain is unknown */
 
 enum req_kind {
     REQ_PUT = 1,
@@ -788,12 +788,24 @@ static void fill_stats(tmp *t, server *srv, const fsm_queue_stats *st,
 
 /* ---- write requests: completion ---- */
 
+/* QUEUE_FULL's hint: how long one task takes to drain from the queue. */
+static uint32_t queue_retry_after(server *srv, cq_bytes queue)
+{
+    fsm_queue_stats st;
+
+    if (fsm_queue_stats_get(srv->s, queue, &st) != 0)
+        return QUEUE_FULL_RETRY_MS;
+    return metrics_retry_after_ms(&srv->metrics, st.rec.qid,
+                                  repl_now_ms(srv->r));
+}
+
 /* The per-item results of a batch (put or ack), in a tmp array; *full
  * tells whether an item met a full queue. NULL when out of memory. */
 static Clawq__ItemResult **item_results(tmp *t, req *q, const fsm_result *res,
                                         size_t first, size_t n, bool *full)
 {
     Clawq__ItemResult **items = tmp_alloc(t, (n ? n : 1) * sizeof(*items));
+    uint64_t now = repl_now_ms(q->c->srv->r);
     size_t i;
 
     *full = false;
@@ -817,6 +829,8 @@ static Clawq__ItemResult **item_results(tmp *t, req *q, const fsm_result *res,
             ir->duplicate = 1;
         } else if (q->kind == REQ_ACK) {
             report_settled(q->c, o->id);
+            metrics_settled(&q->c->srv->metrics, o->qid, true, now,
+                            o->created_ms, o->leased_at_ms);
         }
         items[i] = ir;
     }
@@ -855,7 +869,8 @@ static void batch_done(void *arg, int status, const fsm_result *res,
     }
     if (full) {
         resp.has_retry_after_ms = 1;
-        resp.retry_after_ms = QUEUE_FULL_RETRY_MS;
+        resp.retry_after_ms =
+            queue_retry_after(q->c->srv, cq_bytes_of(q->queue, q->queue_len));
     }
     if (items == NULL || t.failed)
         reply_status(q->c, q->id, CLAWQ_ENOMEM, NULL);
@@ -905,6 +920,9 @@ static void single_done(void *arg, int status, const fsm_result *res,
     case REQ_NACK:
     case REQ_FAIL:
         report_settled(q->c, o->id);
+        metrics_settled(&q->c->srv->metrics, o->qid, false,
+                        repl_now_ms(q->c->srv->r), o->created_ms,
+                        o->leased_at_ms);
         break;
     default:
         break;
@@ -1077,6 +1095,8 @@ static void on_put(sess *c, uint64_t id, const Clawq__PutRequest *p)
     q = write_begin(c, id, REQ_PUT);
     if (q == NULL)
         return;
+    q->queue_len = strlen(p->queue);
+    memcpy(q->queue, p->queue, q->queue_len);
     ops = calloc(p->n_tasks, sizeof(*ops));
     hdr_off = calloc(p->n_tasks, sizeof(*hdr_off));
     hdr_len = calloc(p->n_tasks, sizeof(*hdr_len));

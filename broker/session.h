@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "metrics.h"
 #include "repl.h"
 #include "scheduler.h"
 #include "store.h"
@@ -39,6 +40,7 @@ typedef struct server {
     repl *r;
     sched *sc;
     sess_limits limits;
+    metrics metrics; /* latency histograms, drain rates */
     uint32_t node_id;
     const char *listen_addr; /* this node's client address */
     bool shutting_down;

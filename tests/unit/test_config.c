@@ -423,6 +423,13 @@ START_TEST(bad_relations)
     assert_fails(no_env,
                  "clawqd: --map-size (2G) must not exceed --map-max (1G)",
                  "--map-size", "2G", "--map-max", "1G", NULL);
+    assert_fails(no_env,
+                 "clawqd: --scaler-tls-cert and --scaler-tls-key go together",
+                 "--scaler-tls-cert", "c.pem", NULL);
+    assert_fails(no_env,
+                 "clawqd: --scaler-tls-ca needs --scaler-tls-cert and "
+                 "--scaler-tls-key",
+                 "--scaler-tls-ca", "ca.pem", NULL);
 }
 END_TEST
 

@@ -60,6 +60,7 @@ static void assert_task_eq(const task_rec *a, const task_rec *b)
     ck_assert_uint_eq(a->ready_at_ms, b->ready_at_ms);
     ck_assert_uint_eq(a->lease_id, b->lease_id);
     ck_assert_uint_eq(a->lease_expires_ms, b->lease_expires_ms);
+    ck_assert_uint_eq(a->leased_at_ms, b->leased_at_ms);
     ck_assert_uint_eq(a->progress, b->progress);
     ck_assert_uint_eq(a->dead_at_ms, b->dead_at_ms);
     assert_bytes_eq(a->worker, b->worker);
@@ -188,6 +189,7 @@ static void fixture_init(task_fixture *f, size_t payload_len)
     t->ready_at_ms = 1700000000500ULL;
     t->lease_id = (1ULL << 33) + 9;
     t->lease_expires_ms = 1700000030000ULL;
+    t->leased_at_ms = 1700000000500ULL;
     t->progress = 42;
     t->dead_at_ms = 1700000040000ULL;
     t->worker = cq_bytes_str("worker-7@host:1234");
