@@ -210,6 +210,7 @@ int main(int argc, char **argv)
     d.srv.limits.max_wait_ms = (uint32_t)d.cfg.max_wait_ms;
     d.srv.limits.idle_timeout_ms = (uint32_t)d.cfg.idle_timeout_ms;
     d.srv.limits.write_buffer = d.cfg.write_buffer;
+    d.srv.limits.report_interval_ms = d.cfg.report_interval_ms;
     metrics_init(&d.srv.metrics);
     sess_server_init(&d.srv);
     rc = net_listen(&d.srv, d.cfg.listen, d.cfg.max_connections, &d.n);

@@ -42,6 +42,7 @@ typedef struct report {
     char queue[QUEUE_NAME_MAX];
     size_t queue_len;
     uint32_t inflight, capacity;
+    uint64_t at_ms;   /* uv_now() of the report */
     uint64_t *leased; /* task ids handed out since the report */
     size_t n_leased, cap_leased;
 } report;
@@ -81,6 +82,7 @@ struct sess {
     bool processing; /* inside process_frames: do not re-enter */
     report *reports;
     size_t n_reports;
+    char name[SESS_NAME_MAX + 1]; /* Hello's client_name */
     req *reqs;
     sess *prev, *next;
 };
@@ -481,15 +483,54 @@ static void report_settled(sess *c, uint64_t task_id)
     }
 }
 
+/* A live report: sent within the last three report intervals. (A stale
+ * one still limits its connection's leases; it no longer counts as a
+ * worker.) */
+static report *report_live(sess *c, cq_bytes queue, uint64_t now)
+{
+    report *r = report_find(c, queue);
+
+    if (r == NULL || c->closing ||
+        now - r->at_ms > 3 * c->srv->limits.report_interval_ms)
+        return NULL;
+    return r;
+}
+
+size_t sess_workers_list(server *srv, cq_bytes queue, sess_worker *out,
+                         size_t max)
+{
+    uint64_t now = uv_now(srv->loop);
+    size_t n = 0;
+    sess *c;
+
+    for (c = srv->sessions; c != NULL; c = c->next) {
+        report *r = report_live(c, queue, now);
+        if (r == NULL)
+            continue;
+        if (n < max) {
+            sess_worker *w = &out[n];
+            memset(w, 0, sizeof(*w));
+            w->conn_id = c->id;
+            memcpy(w->name, c->name, sizeof(w->name));
+            w->capacity = r->capacity;
+            w->inflight = r->inflight + (uint32_t)r->n_leased;
+            w->age_ms = now - r->at_ms;
+        }
+        n++;
+    }
+    return n;
+}
+
 void sess_reports_sum(server *srv, cq_bytes queue, uint32_t *workers,
                       uint64_t *capacity, uint64_t *inflight)
 {
+    uint64_t now = uv_now(srv->loop);
     sess *c;
 
     *workers = 0;
     *capacity = *inflight = 0;
     for (c = srv->sessions; c != NULL; c = c->next) {
-        report *r = report_find(c, queue);
+        report *r = report_live(c, queue, now);
         if (r == NULL)
             continue;
         (*workers)++;
@@ -1252,6 +1293,7 @@ static void on_report(sess *c, uint64_t id, const Clawq__ReportRequest *rp)
     }
     r->inflight = rp->inflight;
     r->capacity = rp->capacity;
+    r->at_ms = uv_now(c->srv->loop);
     r->n_leased = 0; /* the report counts what the worker holds now */
     reply_status(c, id, 0, "");
 }
@@ -1465,6 +1507,53 @@ static void on_queue_set(sess *c, uint64_t id, const Clawq__QueueSetRequest *r)
     submit(q, &op, 1, single_done);
 }
 
+#define WORKERS_MAX 1000
+
+static void on_workers(sess *c, uint64_t id, const char *queue)
+{
+    Clawq__Response resp = CLAWQ__RESPONSE__INIT;
+    Clawq__WorkersResponse wr = CLAWQ__WORKERS_RESPONSE__INIT;
+    sess_worker *list;
+    tmp t = {NULL, false};
+    size_t n, i;
+
+    if (!name_ok(queue)) {
+        reply_status(c, id, CLAWQ_EINVALID, "invalid queue name");
+        return;
+    }
+    list = tmp_alloc(&t, WORKERS_MAX * sizeof(*list));
+    n = list != NULL
+            ? sess_workers_list(c->srv, cq_bytes_str(queue), list, WORKERS_MAX)
+            : 0;
+    if (n > WORKERS_MAX)
+        n = WORKERS_MAX;
+    wr.workers = tmp_alloc(&t, (n ? n : 1) * sizeof(*wr.workers));
+    for (i = 0; wr.workers != NULL && i < n; i++) {
+        Clawq__Worker *w = tmp_alloc(&t, sizeof(*w));
+        if (w == NULL)
+            break;
+        clawq__worker__init(w);
+        w->has_conn_id = w->has_capacity = w->has_inflight = 1;
+        w->has_last_report_age_ms = 1;
+        w->conn_id = list[i].conn_id;
+        w->name = list[i].name;
+        w->capacity = list[i].capacity;
+        w->inflight = list[i].inflight;
+        w->last_report_age_ms = list[i].age_ms;
+        wr.workers[wr.n_workers++] = w;
+    }
+    wr.has_node_id = 1;
+    wr.node_id = c->srv->node_id;
+    resp.id = id;
+    resp.body_case = CLAWQ__RESPONSE__BODY_WORKERS;
+    resp.workers = &wr;
+    if (t.failed)
+        reply_status(c, id, CLAWQ_ENOMEM, NULL);
+    else
+        send_response(c, &resp);
+    tmp_free(&t);
+}
+
 static void on_hello(sess *c, uint64_t id, const Clawq__Hello *h)
 {
     Clawq__Response resp = CLAWQ__RESPONSE__INIT;
@@ -1477,6 +1566,8 @@ static void on_hello(sess *c, uint64_t id, const Clawq__Hello *h)
         return;
     }
     c->hello = true;
+    if (h->client_name != NULL)
+        snprintf(c->name, sizeof(c->name), "%s", h->client_name);
     repl_get_info(c->srv->r, &info);
     hr.has_protocol_version = 1;
     hr.protocol_version = CLAWQ_PROTOCOL_VERSION;
@@ -1566,6 +1657,9 @@ static bool dispatch(sess *c, const Clawq__Request *rq)
         break;
     case CLAWQ__REQUEST__BODY_TASK_GET:
         on_task_get(c, id, rq->task_get->id);
+        break;
+    case CLAWQ__REQUEST__BODY_WORKERS:
+        on_workers(c, id, rq->workers->queue);
         break;
     default:
         reply_status(c, id, CLAWQ_EINVALID, "unknown request");

@@ -25,12 +25,13 @@
 typedef struct sess sess;
 
 typedef struct sess_limits {
-    uint32_t max_frame;       /* bytes of one frame */
-    uint32_t max_payload;     /* bytes of one task payload */
-    uint32_t max_pending;     /* outstanding requests per connection */
-    uint32_t max_wait_ms;     /* long-poll cap */
-    uint32_t idle_timeout_ms; /* 0 = none */
-    size_t write_buffer;      /* unsent reply bytes before reading stops */
+    uint32_t max_frame;          /* bytes of one frame */
+    uint32_t max_payload;        /* bytes of one task payload */
+    uint32_t max_pending;        /* outstanding requests per connection */
+    uint32_t max_wait_ms;        /* long-poll cap */
+    uint32_t idle_timeout_ms;    /* 0 = none */
+    size_t write_buffer;         /* unsent reply bytes before reading stops */
+    uint64_t report_interval_ms; /* workers silent 3x this stop counting */
 } sess_limits;
 
 /* What every session shares. Owned by net (created in main). */
@@ -73,7 +74,23 @@ bool sess_is_idle(const sess *c);
 /* The next session in srv->sessions (drain walks the list). */
 sess *sess_next(sess *c);
 
-/* Sum of the worker reports for a queue over all sessions. */
+#define SESS_NAME_MAX 64
+
+/* A connection's live load report for one queue. */
+typedef struct sess_worker {
+    uint64_t conn_id;
+    char name[SESS_NAME_MAX + 1]; /* the client's Hello name */
+    uint32_t capacity;
+    uint32_t inflight; /* reported, plus leased to it since */
+    uint64_t age_ms;   /* since its last report */
+} sess_worker;
+
+/* The live reports for a queue (reported within three report intervals),
+ * up to max into out; returns how many there are. */
+size_t sess_workers_list(server *srv, cq_bytes queue, sess_worker *out,
+                         size_t max);
+
+/* Sum of the live worker reports for a queue over all sessions. */
 void sess_reports_sum(server *srv, cq_bytes queue, uint32_t *workers,
                       uint64_t *capacity, uint64_t *inflight);
 
