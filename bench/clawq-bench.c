@@ -17,9 +17,13 @@
  * --fill-drain (put everything first, then drain it). Counts are bounded by
  * --tasks, time by --duration (producers only) and always by --timeout.
  *
- * Producers send one put_batch of --batch tasks per request, or with
- * --inflight K > 1 (batch 1 only: libclawq's async put sends one task per
- * request) up to K single-task puts in flight through clawq_put_async.
+ * Producers put --batch tasks per request and keep up to --inflight K put
+ * requests in flight on their handle (clawq_put_batch_async tickets).
+ * Consumers keep K pulls of up to --batch tasks in flight and ack each
+ * pulled batch with one clawq_ack_batch_async while the next pulls are
+ * outstanding. --sync uses the blocking calls instead (clawq_put_batch,
+ * clawq_pull, clawq_ack_batch: one request in flight per thread), the
+ * baseline the pipelining is measured against.
  *
  * Exit status: 0 when every task put was completed and no request failed,
  * 1 when tasks are missing or requests failed, 2 for a usage error.
@@ -39,7 +43,6 @@
 
 #define BENCH_MAGIC 0x31425143u /* "CQB1" */
 #define HDR_LEN 32              /* magic, run, producer, pad, seq, sent_ns */
-#define ASYNC_CHUNK 1024        /* put_async calls between two flushes */
 #define MAX_ERR_STREAK 20       /* consecutive failed requests: give up */
 #define HIST_SUB_BITS 8         /* 256 sub-buckets per power of two (0.4 %) */
 #define HIST_SUB (1u << HIST_SUB_BITS)
@@ -54,7 +57,7 @@ typedef struct opts {
     bool tasks_set;
     double duration_s; /* 0: put exactly --tasks */
     uint64_t rate;     /* tasks/s over all producers; 0 = as fast as they go */
-    bool fill_drain, json;
+    bool fill_drain, json, sync;
 } opts;
 
 /* Latency histogram in ns: exact below 2 * HIST_SUB, then HIST_SUB
@@ -305,13 +308,13 @@ static void producer_batch(worker *w)
         pace(b, seq);
         sent = now_ns();
 
-        for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t i = 0; i < n; i++)
             hdr_stamp(buf + (size_t)i * o->payload, seq + i, sent);
-            res[i].status = 1; /* unanswered: a whole-request failure */
-        }
+        /* < 0: the request failed; >= 0: answered, that many tasks
+         * failed (see res[i].status). */
         rc = clawq_put_batch(w->c, o->queue, tasks, n, res);
         w->k.put_requests++;
-        if (rc < 0 && res[n - 1].status == 1) {
+        if (rc < 0) {
             if (put_failed(w, rc, &streak))
                 continue;
             w->k.put_unknown += n; /* outcome unknown: not in put_map */
@@ -340,83 +343,131 @@ static void producer_batch(worker *w)
     free(res);
 }
 
-/* Batch 1 with K puts in flight: put_async ASYNC_CHUNK tasks, then flush
- * and record their outcomes. */
-static void producer_async(worker *w)
+/* Up to --inflight put batches in flight: each ticket's user is the
+ * sequence number of its first task. A batch refused before it was
+ * applied (QUEUE_FULL, NOT_LEADER, SHUTTING_DOWN) is put again, with the
+ * same sequence numbers. */
+static void producer_tickets(worker *w)
 {
     bench *b = w->b;
     const opts *o = &b->o;
     uint64_t quota = producer_quota(b, w->index), seq = 0;
     uint64_t *map = b->put_map[w->index];
-    uint8_t *buf = xcalloc(1, o->payload);
-    clawq_put_result *res = xcalloc(ASYNC_CHUNK, sizeof(*res));
-    clawq_put_task t;
-    uint32_t streak = 0;
+    uint8_t *buf = xcalloc(o->batch, o->payload);
+    clawq_put_task *tasks = xcalloc(o->batch, sizeof(*tasks));
+    uint64_t *retry = xcalloc(o->inflight, sizeof(*retry));
+    size_t n_retry = 0;
+    uint32_t inflight = 0, streak = 0;
 
-    memset(buf, 'x', o->payload);
-    hdr_write(buf, b->run_id, w->index, 0, 0);
-    clawq_put_task_init(&t);
-    t.payload = buf;
-    t.payload_len = o->payload;
-    while (seq < quota && !time_is_up(b)) {
-        uint64_t base = seq, ok = 0;
-        size_t sent;
-        int rc = 0;
+    for (uint32_t i = 0; i < o->batch; i++) {
+        uint8_t *p = buf + (size_t)i * o->payload;
+        memset(p, 'x', o->payload);
+        hdr_write(p, b->run_id, w->index, 0, 0);
+        clawq_put_task_init(&tasks[i]);
+        tasks[i].payload = p;
+        tasks[i].payload_len = o->payload;
+    }
+    for (;;) {
+        bool stopping = atomic_load(&b->stop);
+        clawq_result r;
+        uint64_t base, ok = 0;
+        int rc;
 
-        while (seq < quota && seq - base < ASYNC_CHUNK) {
-            if ((seq & 15) == 0)
-                pace(b, seq);
-            hdr_stamp(buf, seq, now_ns());
-            rc = clawq_put_async(w->c, o->queue, &t);
-            if (rc < 0)
-                break; /* nothing queued for this one */
-            seq++;
-            if ((seq & 63) == 0 && time_is_up(b))
+        /* Fill the window: refused batches first, then new ones. */
+        while (inflight < o->inflight && !stopping) {
+            clawq_ticket t;
+            uint64_t sent;
+            uint32_t n;
+            bool fresh = n_retry == 0;
+
+            if (!fresh)
+                base = retry[--n_retry];
+            else if (seq < quota && !time_is_up(b))
+                base = seq;
+            else
                 break;
+            n = quota - base < o->batch ? (uint32_t)(quota - base) : o->batch;
+            pace(b, base);
+            sent = now_ns();
+            for (uint32_t i = 0; i < n; i++)
+                hdr_stamp(buf + (size_t)i * o->payload, base + i, sent);
+            rc = clawq_put_batch_async(w->c, o->queue, tasks, n,
+                                       (void *)(uintptr_t)base, &t);
+            if (rc < 0) { /* nothing sent: try the same batch again */
+                if (!fresh)
+                    retry[n_retry++] = base;
+                if (++streak >= MAX_ERR_STREAK) {
+                    note_err(w, "put", rc);
+                    atomic_store(&b->stop, true);
+                }
+                sleep_ms(10);
+                break;
+            }
+            w->k.put_requests++;
+            if (fresh)
+                seq += n;
+            inflight++;
         }
-        if (rc < 0)
-            note_err(w, "put_async", rc);
-        sent = clawq_pending(w->c);
-        w->k.put_requests += sent;
-        rc = clawq_flush(w->c, res, ASYNC_CHUNK);
-        for (size_t i = 0; i < sent; i++) {
+        if (inflight == 0) {
+            if (stopping || (n_retry == 0 && (seq >= quota || time_is_up(b))))
+                break;
+            continue;
+        }
+        rc = clawq_wait(w->c, 0, -1, &r);
+        if (rc < 0) { /* cannot happen with tickets outstanding */
+            note_err(w, "wait", rc);
+            atomic_store(&b->stop, true);
+            break;
+        }
+        inflight--;
+        base = (uintptr_t)r.user;
+        if (r.status != 0) {
+            bool refused = r.status == CLAWQ_EQUEUE_FULL ||
+                           r.status == CLAWQ_ENOT_LEADER ||
+                           r.status == CLAWQ_ESHUTTING_DOWN;
+
+            if (refused && ++streak < MAX_ERR_STREAK) {
+                uint32_t ms = clawq_retry_after_ms(w->c);
+                sleep_ms(ms > 0 && ms < 1000 ? ms : 10);
+                retry[n_retry++] = base;
+            } else {
+                note_err(w, "put", r.status);
+                w->k.put_unknown += r.n; /* outcome unknown */
+                if (refused || ++streak >= MAX_ERR_STREAK)
+                    atomic_store(&b->stop, true);
+            }
+            clawq_result_free(&r);
+            continue;
+        }
+        streak = 0;
+        for (size_t i = 0; i < r.n; i++) {
             uint64_t s = base + i;
-            if (res[i].status == 0) {
+
+            if (r.puts[i].status == 0) {
                 map[s >> 6] |= 1ull << (s & 63);
                 ok++;
-            } else if (res[i].status == CLAWQ_ECONN_LOST ||
-                       res[i].status == CLAWQ_ETIMEOUT) {
-                w->k.put_unknown++;
             } else {
                 w->k.put_failed++;
+                note_err(w, "put task", r.puts[i].status);
             }
         }
-        if (rc < 0)
-            note_err(w, "flush", rc);
         w->k.put_ok += ok;
         atomic_fetch_add_explicit(&b->put_ok_total, ok, memory_order_relaxed);
-        if (ok < sent || sent == 0) {
-            if (++streak >= MAX_ERR_STREAK) {
-                atomic_store(&b->stop, true);
-                break;
-            }
-            sleep_ms(10); /* a refused put_async is retried, same seq */
-        } else {
-            streak = 0;
-        }
+        clawq_result_free(&r);
     }
     free(buf);
-    free(res);
+    free(tasks);
+    free(retry);
 }
 
 static void *producer_main(void *arg)
 {
     worker *w = arg;
 
-    if (w->b->o.inflight > 1)
-        producer_async(w);
-    else
+    if (w->b->o.sync)
         producer_batch(w);
+    else
+        producer_tickets(w);
     w->end_ns = now_ns();
     atomic_fetch_sub(&w->b->producers_left, 1);
     atomic_fetch_sub(&w->b->threads_left, 1);
@@ -454,9 +505,47 @@ static bool task_decode(worker *w, const clawq_task *t, uint32_t *producer,
     return true;
 }
 
-static void *consumer_main(void *arg)
+/* Records the answered ack of n tasks (statuses st) at done_ns: marks
+ * them completed, counts duplicates and latencies. */
+static void acks_record(worker *w, size_t n, const int *st, const bool *valid,
+                        const uint32_t *prod, const uint64_t *seqs,
+                        const uint64_t *sent, uint64_t done_ns)
 {
-    worker *w = arg;
+    bench *b = w->b;
+    size_t fresh = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        uint64_t bit, old;
+
+        if (st[i] != 0) {
+            w->k.ack_failed++;
+            note_err(w, "ack task", st[i]);
+            continue;
+        }
+        w->k.acked++;
+        if (!valid[i])
+            continue;
+        bit = 1ull << (seqs[i] & 63);
+        old = __atomic_fetch_or(&b->done_map[prod[i]][seqs[i] >> 6], bit,
+                                __ATOMIC_RELAXED);
+        if (old & bit) {
+            w->k.duplicates++;
+            continue;
+        }
+        fresh++;
+        hist_add(w->h, done_ns > sent[i] ? done_ns - sent[i] : 0);
+    }
+    if (fresh > 0) {
+        w->k.completed += fresh;
+        w->last_done_ns = done_ns;
+        atomic_fetch_add_explicit(&b->completed_total, fresh,
+                                  memory_order_relaxed);
+    }
+}
+
+/* --sync: one blocking pull, then one blocking ack of what it leased. */
+static void consumer_sync(worker *w)
+{
     bench *b = w->b;
     const opts *o = &b->o;
     clawq_lease_ref *refs = xcalloc(o->batch, sizeof(*refs));
@@ -472,7 +561,7 @@ static void *consumer_main(void *arg)
         bool producers_done =
             atomic_load(&b->producers_left) == 0; /* before the pull */
         clawq_task *t = NULL;
-        size_t n = 0, fresh = 0;
+        size_t n = 0;
         uint64_t done_ns;
         int rc;
 
@@ -501,13 +590,12 @@ static void *consumer_main(void *arg)
             refs[i].id = t[i].id;
             refs[i].lease_id = t[i].lease_id;
             valid[i] = task_decode(w, &t[i], &prod[i], &seqs[i], &sent[i]);
-            st[i] = 1; /* unanswered */
         }
         clawq_tasks_free(t);
         rc = clawq_ack_batch(w->c, refs, n, st);
         done_ns = now_ns();
         w->k.ack_requests++;
-        if (rc < 0 && st[n - 1] == 1) {
+        if (rc < 0) {
             /* The whole request failed: the leases stay until expiry. */
             w->k.ack_failed += n;
             note_err(w, "ack", rc);
@@ -516,42 +604,167 @@ static void *consumer_main(void *arg)
             continue;
         }
         streak = 0;
-        for (size_t i = 0; i < n; i++) {
-            uint64_t bit, old;
-
-            if (st[i] != 0) {
-                w->k.ack_failed++;
-                note_err(w, "ack task", st[i]);
-                continue;
-            }
-            w->k.acked++;
-            if (!valid[i])
-                continue;
-            bit = 1ull << (seqs[i] & 63);
-            old = __atomic_fetch_or(&b->done_map[prod[i]][seqs[i] >> 6], bit,
-                                    __ATOMIC_RELAXED);
-            if (old & bit) {
-                w->k.duplicates++;
-                continue;
-            }
-            fresh++;
-            hist_add(w->h, done_ns > sent[i] ? done_ns - sent[i] : 0);
-        }
-        if (fresh > 0) {
-            w->k.completed += fresh;
-            w->last_done_ns = done_ns;
-            atomic_fetch_add_explicit(&b->completed_total, fresh,
-                                      memory_order_relaxed);
-        }
+        acks_record(w, n, st, valid, prod, seqs, sent, done_ns);
     }
-    w->end_ns = now_ns();
     free(refs);
     free(st);
     free(prod);
     free(seqs);
     free(sent);
     free(valid);
-    atomic_fetch_sub(&b->threads_left, 1);
+}
+
+/* What an ack ticket needs to record its tasks once answered. */
+typedef struct ack_ctx {
+    size_t n;
+    uint32_t *prod;
+    uint64_t *seqs, *sent;
+    bool *valid;
+} ack_ctx;
+
+static ack_ctx *ack_ctx_new(size_t n)
+{
+    /* One block: the header, then the arrays, widest first. */
+    size_t sz = sizeof(ack_ctx) +
+                n * (2 * sizeof(uint64_t) + sizeof(uint32_t) + sizeof(bool));
+    ack_ctx *a = xcalloc(1, sz);
+
+    a->n = n;
+    a->seqs = (uint64_t *)(a + 1);
+    a->sent = a->seqs + n;
+    a->prod = (uint32_t *)(a->sent + n);
+    a->valid = (bool *)(a->prod + n);
+    return a;
+}
+
+/* Pulls of a ticket consumer carry, as their user pointer, whether every
+ * producer had finished when the pull was sent. */
+#define PULL_AFTER_PUTS ((void *)(uintptr_t)1)
+#define PULL_DURING_PUTS ((void *)(uintptr_t)2)
+
+/* Keeps --inflight pulls outstanding; acks each pulled batch with an ack
+ * ticket while the other pulls are in flight. Stops sending pulls once
+ * drained (every task put is completed, or a pull sent after the last put
+ * came back empty) and then collects what is still outstanding. */
+static void consumer_tickets(worker *w)
+{
+    bench *b = w->b;
+    const opts *o = &b->o;
+    clawq_lease_ref *refs = xcalloc(o->batch, sizeof(*refs));
+    uint32_t pulls_out = 0, acks_out = 0, streak = 0;
+    bool drained = false;
+
+    for (;;) {
+        bool stopping = atomic_load_explicit(&b->stop, memory_order_relaxed) ||
+                        now_ns() >= atomic_load(&b->deadline_ns);
+        clawq_result r;
+        int rc;
+
+        if (!drained && atomic_load(&b->producers_left) == 0 &&
+            atomic_load(&b->completed_total) >= atomic_load(&b->put_ok_total))
+            drained = true;
+        while (!stopping && !drained && pulls_out < o->inflight) {
+            void *when = atomic_load(&b->producers_left) == 0
+                             ? PULL_AFTER_PUTS
+                             : PULL_DURING_PUTS;
+            clawq_ticket t;
+
+            rc = clawq_pull_async(w->c, o->queue, o->batch, o->wait_ms,
+                                  o->lease_ms, when, &t);
+            w->k.pulls++;
+            if (rc < 0) {
+                w->k.pull_errors++;
+                note_err(w, "pull", rc);
+                if (++streak >= MAX_ERR_STREAK)
+                    stopping = true;
+                sleep_ms(10);
+                break;
+            }
+            pulls_out++;
+        }
+        if (pulls_out + acks_out == 0) {
+            if (stopping || drained)
+                break;
+            continue;
+        }
+        rc = clawq_wait(w->c, 0, -1, &r);
+        if (rc < 0) { /* cannot happen with tickets outstanding */
+            note_err(w, "wait", rc);
+            break;
+        }
+        if (r.op == CLAWQ_OP_PULL) {
+            ack_ctx *a;
+            clawq_ticket t;
+
+            pulls_out--;
+            if (r.status != 0) {
+                w->k.pull_errors++;
+                note_err(w, "pull", r.status);
+                if (++streak >= MAX_ERR_STREAK)
+                    atomic_store(&b->stop, true);
+                sleep_ms(10);
+                continue;
+            }
+            if (r.n == 0) {
+                w->k.empty_pulls++;
+                if (r.user == PULL_AFTER_PUTS)
+                    drained = true; /* nothing ready after the last put */
+                continue;
+            }
+            w->k.pulled += r.n;
+            a = ack_ctx_new(r.n);
+            for (size_t i = 0; i < r.n; i++) {
+                refs[i].id = r.tasks[i].id;
+                refs[i].lease_id = r.tasks[i].lease_id;
+                a->valid[i] = task_decode(w, &r.tasks[i], &a->prod[i],
+                                          &a->seqs[i], &a->sent[i]);
+            }
+            clawq_result_free(&r);
+            rc = clawq_ack_batch_async(w->c, refs, a->n, a, &t);
+            w->k.ack_requests++;
+            if (rc < 0) {
+                /* Not sent: the leases stay until expiry. */
+                w->k.ack_failed += a->n;
+                note_err(w, "ack", rc);
+                free(a);
+                if (++streak >= MAX_ERR_STREAK)
+                    atomic_store(&b->stop, true);
+                continue;
+            }
+            acks_out++;
+        } else {
+            ack_ctx *a = r.user;
+            uint64_t done_ns = now_ns();
+
+            acks_out--;
+            if (r.status != 0) {
+                /* The whole request failed: the leases stay until expiry. */
+                w->k.ack_failed += a->n;
+                note_err(w, "ack", r.status);
+                if (++streak >= MAX_ERR_STREAK)
+                    atomic_store(&b->stop, true);
+            } else {
+                streak = 0;
+                acks_record(w, a->n, r.statuses, a->valid, a->prod, a->seqs,
+                            a->sent, done_ns);
+            }
+            free(a);
+            clawq_result_free(&r);
+        }
+    }
+    free(refs);
+}
+
+static void *consumer_main(void *arg)
+{
+    worker *w = arg;
+
+    if (w->b->o.sync)
+        consumer_sync(w);
+    else
+        consumer_tickets(w);
+    w->end_ns = now_ns();
+    atomic_fetch_sub(&w->b->threads_left, 1);
     return NULL;
 }
 
@@ -569,7 +782,8 @@ static clawq_client *connect_one(const opts *o, const char *role, uint32_t i)
     co.client_name = name;
     co.connect_timeout_ms = 5000;
     co.request_timeout_ms = 10000;
-    co.pipeline_window = o->inflight;
+    /* Room for the pulls or puts and the acks behind them. */
+    co.pipeline_window = 2 * o->inflight + 2;
     rc = clawq_connect2(o->server, &co, &c, err, sizeof(err));
     if (rc < 0) {
         fprintf(stderr, "clawq-bench: connect %s: %s (%s)\n", o->server,
@@ -723,9 +937,10 @@ static int run(bench *b)
          k.corrupt == 0 && k.put_ok > 0;
 
     printf("clawq-bench: server=%s queue=%s mode=%s producers=%u "
-           "consumers=%u batch=%u payload=%u inflight=%u\n",
+           "consumers=%u batch=%u payload=%u inflight=%u%s\n",
            o->server, o->queue, o->fill_drain ? "fill-drain" : "mixed",
-           o->producers, o->consumers, o->batch, o->payload, o->inflight);
+           o->producers, o->consumers, o->batch, o->payload, o->inflight,
+           o->sync ? " sync" : "");
     if (o->rate > 0)
         printf("  rate         %10" PRIu64 " tasks/s offered (--rate)\n",
                o->rate);
@@ -772,6 +987,7 @@ static int run(bench *b)
             "{\"bench\":\"clawq\",\"mode\":\"%s\",\"rate\":%" PRIu64
             ",\"producers\":%u,"
             "\"consumers\":%u,\"batch\":%u,\"payload\":%u,\"inflight\":%u,"
+            "\"sync\":%s,"
             "\"put\":%" PRIu64 ",\"put_per_s\":%.0f,\"acked\":%" PRIu64
             ",\"pull_ack_per_s\":%.0f,\"completed\":%" PRIu64
             ",\"completed_per_s\":%.0f,\"latency_ms\":{\"p50\":%.3f,"
@@ -781,9 +997,10 @@ static int run(bench *b)
             ",\"pull\":%" PRIu64 ",\"ack\":%" PRIu64 ",\"foreign\":%" PRIu64
             ",\"corrupt\":%" PRIu64 "},\"ok\":%s}\n",
             o->fill_drain ? "fill-drain" : "mixed", o->rate, o->producers,
-            o->consumers, o->batch, o->payload, o->inflight, k.put_ok,
-            rate(k.put_ok, put_ns), k.acked, rate(k.acked, drain_ns),
-            k.completed, rate(k.completed, total_ns), hist_quantile_ms(h, 0.50),
+            o->consumers, o->batch, o->payload, o->inflight,
+            o->sync ? "true" : "false", k.put_ok, rate(k.put_ok, put_ns),
+            k.acked, rate(k.acked, drain_ns), k.completed,
+            rate(k.completed, total_ns), hist_quantile_ms(h, 0.50),
             hist_quantile_ms(h, 0.99), hist_quantile_ms(h, 0.999),
             (double)h->max_ns / 1e6, k.duplicates, missing, unexpected,
             k.put_failed, k.put_unknown, k.pull_errors, k.ack_failed, k.foreign,
@@ -827,10 +1044,13 @@ static void usage(FILE *f)
             "                    fast as they go; latency is then mostly "
             "queueing)\n"
             "  --queue NAME      queue (default bench-PID-RUN, a fresh one)\n"
-            "  --inflight N      put requests in flight per producer "
-            "(default 1; N > 1\n"
-            "                    needs --batch 1: clawq_put_async sends "
-            "one task each)\n"
+            "  --inflight K      put requests in flight per producer, "
+            "pulls in flight per\n"
+            "                    consumer (each pulled batch is acked "
+            "while the next\n"
+            "                    pulls are outstanding); default 1\n"
+            "  --sync            blocking calls instead: one request in "
+            "flight per thread\n"
             "  --fill-drain      put every task first, then drain them\n"
             "  --json            also print one JSON summary line\n"
             "  --wait-ms MS      long-poll wait of a pull (default 100)\n"
@@ -919,6 +1139,10 @@ int main(int argc, char **argv)
             o->json = true;
             continue;
         }
+        if (strcmp(a, "--sync") == 0) {
+            o->sync = true;
+            continue;
+        }
         if (v == NULL) {
             fprintf(stderr, "clawq-bench: unknown or incomplete flag %s\n", a);
             usage(stderr);
@@ -949,7 +1173,7 @@ int main(int argc, char **argv)
             }
             snprintf(o->queue, sizeof(o->queue), "%s", v);
         } else if (strcmp(a, "--inflight") == 0)
-            o->inflight = (uint32_t)parse_u64(a, v, 1, 65536);
+            o->inflight = (uint32_t)parse_u64(a, v, 1, 1024);
         else if (strcmp(a, "--wait-ms") == 0)
             o->wait_ms = (uint32_t)parse_u64(a, v, 0, 60000);
         else if (strcmp(a, "--lease-ms") == 0)
@@ -967,9 +1191,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "clawq-bench: --server must be 127.0.0.1:PORT\n");
         return 2;
     }
-    if (o->inflight > 1 && o->batch > 1) {
-        fprintf(stderr, "clawq-bench: --inflight > 1 needs --batch 1 "
-                        "(clawq_put_async puts one task per request)\n");
+    if (o->sync && o->inflight > 1) {
+        fprintf(stderr, "clawq-bench: --sync keeps one request in flight; "
+                        "drop --inflight\n");
         return 2;
     }
     if (o->duration_s > 0 && !o->tasks_set)

@@ -949,15 +949,33 @@ static int cmd_pull(ctl *x, int argc, char **argv)
     fflush(stdout);
     if (a.seen[3]) {
         clawq_lease_ref refs[1024];
+        int st[1024];
 
         for (size_t i = 0; i < n; i++) {
             refs[i].id = t[i].id;
             refs[i].lease_id = t[i].lease_id;
         }
-        rc = clawq_ack_batch(x->c, refs, n, NULL);
+        rc = clawq_ack_batch(x->c, refs, n, st);
         if (rc < 0) {
             clawq_tasks_free(t);
             broker_error(x, rc);
+        }
+        if (rc > 0) {
+            /* The request was answered, but some tasks were not acked
+             * (e.g. their lease expired meanwhile): say which, then fail
+             * with the first one's status. */
+            int first = 0;
+
+            for (size_t i = 0; i < n; i++) {
+                if (st[i] == 0)
+                    continue;
+                fprintf(stderr, "clawqctl: task %llu not acked: %s\n",
+                        (unsigned long long)t[i].id, clawq_err_name(st[i]));
+                if (first == 0)
+                    first = st[i];
+            }
+            clawq_tasks_free(t);
+            broker_error(x, first);
         }
     }
     clawq_tasks_free(t);

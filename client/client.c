@@ -6,7 +6,9 @@
  * write buffer and reads whole frames, so a caller that pipelines many
  * requests never deadlocks against a broker that is itself blocked writing
  * replies. Each reply is matched by request id: the one synchronous call
- * in progress (sync_id) or one of the pipelined puts (pend[]); a reply to
+ * in progress (sync_id) or one of the pipelined requests (pend[]: the
+ * clawq_put_async puts, whose results wait in results[] for clawq_flush,
+ * and tickets, whose results wait in done[] for clawq_wait); a reply to
  * nothing (a request abandoned after a timeout) is dropped.
  *
  * Requests are kept as their packed body (the Request's oneof member) and
@@ -38,20 +40,36 @@
 #define DEFAULT_WINDOW 256u
 #define MAX_WINDOW 65536u
 #define MAX_PENDING_RESULTS (1u << 20)
+#define MAX_TICKETS 65536u /* submitted and not yet collected */
 #define BACKOFF_BASE_MS 50u
 #define BACKOFF_MAX_MS 2000u
 #define RBUF_MIN (64u << 10)
 #define MAX_FRAME_CAP (256u << 20)
 
-/* A pipelined put waiting for its answer. */
+/* A pipelined request waiting for its answer: a clawq_put_async put (op
+ * 0, answered into results[slot]) or a ticket (op a clawq_op, answered
+ * into a done entry). */
 typedef struct pending {
-    uint64_t req_id; /* 0: not sent on the current connection */
-    uint32_t slot;   /* index into results */
-    uint32_t hops;   /* NOT_LEADER / SHUTTING_DOWN answers so far */
-    bool retry_safe; /* every task has an idempotency key */
-    uint8_t *body;   /* packed PutRequest, owned */
+    uint64_t req_id;   /* 0: not sent on the current connection */
+    uint64_t seq;      /* submission order; a ticket's number */
+    uint64_t deadline; /* tickets: when it times out (monotonic ms) */
+    uint32_t slot;     /* op 0: index into results */
+    uint32_t hops;     /* NOT_LEADER / SHUTTING_DOWN answers so far */
+    uint32_t field;    /* the Request oneof member of body */
+    uint32_t n;        /* items (put, ack) or max (pull) */
+    uint8_t op;        /* 0: put_async; else a clawq_op */
+    bool retry_safe;   /* may be re-sent on a new connection */
+    uint8_t *body;     /* packed request body, owned */
     size_t body_len;
+    void *user;
 } pending;
+
+/* A ticket's result waiting for clawq_wait to collect it. */
+typedef struct done_entry {
+    clawq_result r;
+    char *msg; /* detail for clawq_errmsg, or NULL */
+    uint32_t retry_after_ms;
+} done_entry;
 
 struct clawq_client {
     clawq__endpoint *eps;
@@ -90,6 +108,10 @@ struct clawq_client {
     size_t n_pend, cap_pend;
     clawq_put_result *results;
     size_t n_results, cap_results;
+    uint64_t next_seq; /* last seq / ticket handed out */
+    done_entry *done;  /* completed tickets, in completion order */
+    size_t n_done, cap_done;
+    size_t n_tickets; /* tickets in pend[] plus done[] (cap_done >= it) */
 
     uint32_t round_failures; /* connect failures since the last success */
     uint32_t backoff_ms;
@@ -205,19 +227,46 @@ static int check_queue(clawq_client *c, const char *q)
 
 /* ---- connection ---- */
 
-static void pending_fail(clawq_client *c, size_t i, int err)
+/* Appends a ticket's result to done[] (room is reserved at submission:
+ * cap_done >= n_tickets) and takes ownership of d's allocations. */
+static void done_push(clawq_client *c, const done_entry *d)
+{
+    c->done[c->n_done++] = *d;
+}
+
+/* Removes pend[i] (swapped with the last entry) and completes it with
+ * err: a put_async's result slot, or a ticket's done entry carrying msg
+ * (may be NULL). */
+static void pending_fail(clawq_client *c, size_t i, int err, const char *msg)
 {
     pending *p = &c->pend[i];
 
-    c->results[p->slot].status = err;
+    if (p->op == 0) {
+        c->results[p->slot].status = err;
+    } else {
+        done_entry d;
+
+        memset(&d, 0, sizeof(d));
+        d.r.ticket = p->seq;
+        d.r.op = (clawq_op)p->op;
+        d.r.user = p->user;
+        d.r.status = err;
+        d.r.n = p->op == CLAWQ_OP_PULL ? 0 : p->n;
+        d.msg = msg != NULL ? strdup(msg) : NULL;
+        done_push(c, &d);
+    }
     free(p->body);
     c->pend[i] = c->pend[--c->n_pend];
 }
 
-/* Closes the connection. Pipelined puts in flight that are safe to re-send
- * are marked unsent; the others complete with CLAWQ_ECONN_LOST. */
+/* Closes the connection. Pipelined requests in flight that are safe to
+ * re-send are marked unsent; the others complete with CLAWQ_ECONN_LOST. */
 static void conn_drop(clawq_client *c)
 {
+    char msg[sizeof(c->cur_ep) + 64];
+
+    snprintf(msg, sizeof(msg), "connection to %s lost; outcome unknown",
+             c->cur_ep[0] != '\0' ? c->cur_ep : "broker");
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -230,7 +279,7 @@ static void conn_drop(clawq_client *c)
             c->pend[i].req_id = 0;
             i++;
         } else {
-            pending_fail(c, i, CLAWQ_ECONN_LOST);
+            pending_fail(c, i, CLAWQ_ECONN_LOST, msg);
         }
     }
 }
@@ -309,11 +358,78 @@ static int frame_append(clawq_client *c, uint64_t id, uint32_t field,
     return 0;
 }
 
+/* Fills d from a ticket's OK answer r: per-item results of a put or an
+ * ack, the tasks of a pull. Returns 0 or the error that replaces the
+ * request's status (CLAWQ_EPROTOCOL, CLAWQ_ENOMEM). */
+static int ticket_answer(const pending *p, const Clawq__Response *r,
+                         done_entry *d)
+{
+    const Clawq__ItemResult *const *items = NULL;
+    size_t n_items = 0;
+    int err = 0;
+
+    switch (p->op) {
+    case CLAWQ_OP_PULL:
+        if (r->body_case != CLAWQ__RESPONSE__BODY_TASKS)
+            return CLAWQ_EPROTOCOL;
+        d->r.tasks =
+            clawq__tasks_copy(r->tasks->tasks, r->tasks->n_tasks, &err);
+        if (err < 0)
+            return err;
+        d->r.n = r->tasks->n_tasks;
+        return 0;
+    case CLAWQ_OP_PUT:
+        if (r->body_case != CLAWQ__RESPONSE__BODY_PUT)
+            return CLAWQ_EPROTOCOL;
+        items = (const Clawq__ItemResult *const *)r->put->results;
+        n_items = r->put->n_results;
+        break;
+    case CLAWQ_OP_ACK:
+        if (r->body_case != CLAWQ__RESPONSE__BODY_ACK)
+            return CLAWQ_EPROTOCOL;
+        items = (const Clawq__ItemResult *const *)r->ack->results;
+        n_items = r->ack->n_results;
+        break;
+    default:
+        return CLAWQ_EPROTOCOL;
+    }
+    if (n_items != p->n)
+        return CLAWQ_EPROTOCOL;
+    if (p->op == CLAWQ_OP_PUT)
+        d->r.puts = calloc(n_items, sizeof(*d->r.puts));
+    else
+        d->r.statuses = calloc(n_items, sizeof(*d->r.statuses));
+    if (d->r.puts == NULL && d->r.statuses == NULL)
+        return CLAWQ_ENOMEM;
+    for (size_t k = 0; k < n_items; k++) {
+        const Clawq__ItemResult *it = items[k];
+        int st = it->has_status ? status_to_err((int)it->status) : 0;
+
+        if (d->r.puts != NULL) {
+            d->r.puts[k].status = st;
+            d->r.puts[k].id = it->id;
+            d->r.puts[k].duplicate = it->has_duplicate && it->duplicate;
+        } else {
+            d->r.statuses[k] = st;
+        }
+        if (st != 0 && d->r.n_failed++ == 0 && d->msg == NULL) {
+            char buf[600];
+
+            snprintf(buf, sizeof(buf), "item %zu: %s", k,
+                     it->message != NULL && it->message[0] != '\0'
+                         ? it->message
+                         : clawq_strerror(st));
+            d->msg = strdup(buf);
+        }
+    }
+    d->r.n = n_items;
+    return 0;
+}
+
 static void dispatch_pending(clawq_client *c, size_t i, Clawq__Response *r)
 {
     pending *p = &c->pend[i];
     int st = r->has_status ? status_to_err((int)r->status) : 0;
-    clawq_put_result *res = &c->results[p->slot];
 
     if ((st == CLAWQ_ENOT_LEADER || st == CLAWQ_ESHUTTING_DOWN) &&
         p->hops < CLAWQ_MAX_REDIRECTS) {
@@ -330,23 +446,60 @@ static void dispatch_pending(clawq_client *c, size_t i, Clawq__Response *r)
         c->redirect_pending = true;
         return;
     }
-    if (st == 0) {
-        if (r->body_case != CLAWQ__RESPONSE__BODY_PUT ||
-            r->put->n_results != 1) {
-            st = CLAWQ_EPROTOCOL;
-        } else {
-            const Clawq__ItemResult *it = r->put->results[0];
+    if (p->op != 0) {
+        done_entry d;
 
-            st = it->has_status ? status_to_err((int)it->status) : 0;
-            res->id = it->id;
-            res->duplicate = it->has_duplicate && it->duplicate;
+        memset(&d, 0, sizeof(d));
+        d.r.ticket = p->seq;
+        d.r.op = (clawq_op)p->op;
+        d.r.user = p->user;
+        d.r.n = p->op == CLAWQ_OP_PULL ? 0 : p->n;
+        if (st == 0) {
+            st = ticket_answer(p, r, &d);
+            if (st != 0) {
+                free(d.r.puts);
+                free(d.r.statuses);
+                free(d.msg);
+                d.r.puts = NULL;
+                d.r.statuses = NULL;
+                d.r.n_failed = 0;
+                d.r.n = p->op == CLAWQ_OP_PULL ? 0 : p->n;
+                d.msg = strdup(st == CLAWQ_ENOMEM ? "out of memory"
+                                                  : "malformed answer");
+            }
+        } else {
+            d.msg = strdup(r->message != NULL && r->message[0] != '\0'
+                               ? r->message
+                               : clawq_strerror(st));
+            d.retry_after_ms = r->has_retry_after_ms ? r->retry_after_ms : 0;
         }
-    } else if (r->has_retry_after_ms) {
-        c->retry_after_ms = r->retry_after_ms;
+        d.r.status = st;
+        done_push(c, &d);
+        free(p->body);
+        c->pend[i] = c->pend[--c->n_pend];
+        return;
     }
-    if (st != 0 && r->message != NULL)
-        set_err(c, st, "%s", r->message);
-    res->status = st;
+    {
+        clawq_put_result *res = &c->results[p->slot];
+
+        if (st == 0) {
+            if (r->body_case != CLAWQ__RESPONSE__BODY_PUT ||
+                r->put->n_results != 1) {
+                st = CLAWQ_EPROTOCOL;
+            } else {
+                const Clawq__ItemResult *it = r->put->results[0];
+
+                st = it->has_status ? status_to_err((int)it->status) : 0;
+                res->id = it->id;
+                res->duplicate = it->has_duplicate && it->duplicate;
+            }
+        } else if (r->has_retry_after_ms) {
+            c->retry_after_ms = r->retry_after_ms;
+        }
+        if (st != 0 && r->message != NULL)
+            set_err(c, st, "%s", r->message);
+        res->status = st;
+    }
     free(p->body);
     c->pend[i] = c->pend[--c->n_pend];
 }
@@ -681,11 +834,12 @@ static int pending_cmp(const void *a, const void *b)
 {
     const pending *x = a, *y = b;
 
-    return x->slot < y->slot ? -1 : x->slot > y->slot;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* Re-sends the pipelined puts marked unsent, in the order they were put
- * (the array itself is unordered: answered entries are swap-removed). */
+/* Re-sends the pipelined requests marked unsent, in the order they were
+ * submitted (the array itself is unordered: answered entries are
+ * swap-removed). */
 static int pending_resend(clawq_client *c)
 {
     bool any = false;
@@ -701,11 +855,10 @@ static int pending_resend(clawq_client *c)
 
         if (p->req_id != 0)
             continue;
-        p->req_id = ++c->next_id;
-        rc = frame_append(c, p->req_id, CLAWQ__REQUEST__BODY_PUT, p->body,
-                          p->body_len);
+        rc = frame_append(c, c->next_id + 1, p->field, p->body, p->body_len);
         if (rc < 0)
             return rc;
+        p->req_id = ++c->next_id;
     }
     return 0;
 }
@@ -752,23 +905,25 @@ static int conn_ensure(clawq_client *c, uint64_t deadline)
 
         for (size_t i = 0; i < c->n_pend; i++)
             inflight = inflight || c->pend[i].req_id != 0;
-        if (!inflight) {
-            conn_drop(c);
-            if (!c->has_hint) {
-                /* No leader known (an election): the next node, after a
-                 * pause that grows with the refused puts' hops. */
-                uint32_t k = 0;
-                uint64_t sl, now = now_ms();
+        /* Requests refused by this node wait (unsent) until the others
+         * in flight here are answered, then go to the leader. */
+        if (inflight)
+            return 0;
+        conn_drop(c);
+        if (!c->has_hint) {
+            /* No leader known (an election): the next node, after a
+             * pause that grows with the refused requests' hops. */
+            uint32_t k = 0;
+            uint64_t sl, now = now_ms();
 
-                for (size_t i = 0; i < c->n_pend; i++)
-                    if (c->pend[i].hops > k)
-                        k = c->pend[i].hops;
-                sl = (uint64_t)BACKOFF_BASE_MS << (k < 5 ? k : 5);
-                c->ep_idx = (c->ep_idx + 1) % c->n_eps;
-                sleep_ms(now + sl < deadline ? sl
-                         : deadline > now    ? deadline - now
-                                             : 0);
-            }
+            for (size_t i = 0; i < c->n_pend; i++)
+                if (c->pend[i].hops > k)
+                    k = c->pend[i].hops;
+            sl = (uint64_t)BACKOFF_BASE_MS << (k < 5 ? k : 5);
+            c->ep_idx = (c->ep_idx + 1) % c->n_eps;
+            sleep_ms(now + sl < deadline ? sl
+                     : deadline > now    ? deadline - now
+                                         : 0);
         }
     }
     while (c->fd < 0) {
@@ -1091,6 +1246,11 @@ void clawq_close(clawq_client *c)
         close(c->fd);
     for (size_t i = 0; i < c->n_pend; i++)
         free(c->pend[i].body);
+    for (size_t i = 0; i < c->n_done; i++) {
+        clawq_result_free(&c->done[i].r);
+        free(c->done[i].msg);
+    }
+    free(c->done);
     if (c->sync_resp != NULL)
         clawq__response__free_unpacked(c->sync_resp, NULL);
     free(c->pend);
@@ -1241,7 +1401,7 @@ int clawq_put_batch(clawq_client *c, const char *queue,
     Clawq__Response *r = NULL;
     size_t n_hdr = 0;
     bool keyed;
-    int rc, first = 0;
+    int rc, failed = 0;
 
     if (c == NULL)
         return CLAWQ_EINVALID;
@@ -1287,8 +1447,7 @@ int clawq_put_batch(clawq_client *c, const char *queue,
         results[i].status = st;
         results[i].id = it->id;
         results[i].duplicate = it->has_duplicate && it->duplicate;
-        if (st != 0 && first == 0) {
-            first = st;
+        if (st != 0 && failed++ == 0) {
             const char *m = it->message != NULL && it->message[0] != '\0'
                                 ? it->message
                                 : clawq_strerror(st);
@@ -1299,7 +1458,7 @@ int clawq_put_batch(clawq_client *c, const char *queue,
                 set_err(c, st, "%s", m);
         }
     }
-    rc = first;
+    rc = failed;
 out_free:
     if (r != NULL)
         clawq__response__free_unpacked(r, NULL);
@@ -1323,6 +1482,8 @@ int clawq_put(clawq_client *c, const char *queue, const clawq_put_task *task,
     rc = clawq_put_batch(c, queue, task, 1, &res);
     if (rc < 0)
         return rc;
+    if (rc > 0)
+        return res.status;
     *id = res.id;
     if (duplicate != NULL)
         *duplicate = res.duplicate;
@@ -1331,16 +1492,155 @@ int clawq_put(clawq_client *c, const char *queue, const clawq_put_task *task,
 
 /* ---- pipelining ---- */
 
+static size_t flush_count(const clawq_client *c)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < c->n_pend; i++)
+        k += c->pend[i].op == 0;
+    return k;
+}
+
+/* Queues the packed request body (owned: freed on failure) as a pipelined
+ * request of kind op (0: put_async, with its result in results[slot])
+ * and sends it, first waiting (up to request_timeout_ms) for room in the
+ * window on a usable connection. Returns 0 with *seq set, or an error
+ * with nothing queued. */
+static int submit(clawq_client *c, uint8_t op, uint32_t field, uint8_t *body,
+                  size_t body_len, bool retry_safe, uint32_t n,
+                  uint32_t extra_ms, void *user, uint32_t slot, uint64_t *seq)
+{
+    uint64_t deadline = now_ms() + c->request_timeout_ms;
+    pending *p;
+    int rc;
+
+    if (c->n_pend == c->cap_pend) {
+        size_t cap = c->cap_pend > 0 ? c->cap_pend * 2 : 64;
+        pending *np = realloc(c->pend, cap * sizeof(*np));
+
+        if (np == NULL) {
+            rc = set_err(c, CLAWQ_ENOMEM, "out of memory");
+            goto fail;
+        }
+        c->pend = np;
+        c->cap_pend = cap;
+    }
+    if (op != 0 && c->cap_done < c->n_tickets + 1) {
+        size_t cap = c->cap_done > 0 ? c->cap_done * 2 : 64;
+        done_entry *nd = realloc(c->done, cap * sizeof(*nd));
+
+        if (nd == NULL) {
+            rc = set_err(c, CLAWQ_ENOMEM, "out of memory");
+            goto fail;
+        }
+        c->done = nd;
+        c->cap_done = cap;
+    }
+    /* Room in the window, on a usable connection. */
+    for (;;) {
+        rc = conn_ensure(c, deadline);
+        if (rc < 0)
+            goto fail;
+        /* Requests refused by a non-leader go out again before this. */
+        if (c->n_pend < c->window && !c->redirect_pending)
+            break;
+        rc = io_step(c, deadline);
+        if (rc == CLAWQ_ETIMEOUT || rc == CLAWQ_ENOMEM) {
+            if (rc == CLAWQ_ETIMEOUT)
+                set_err(c, rc, "the pipeline window (%u) stayed full",
+                        c->window);
+            goto fail;
+        }
+    }
+    rc = frame_append(c, c->next_id + 1, field, body, body_len);
+    if (rc < 0)
+        goto fail;
+    p = &c->pend[c->n_pend++];
+    p->req_id = ++c->next_id;
+    p->seq = ++c->next_seq;
+    p->deadline = op != 0 ? now_ms() + c->request_timeout_ms + extra_ms : 0;
+    p->slot = slot;
+    p->hops = 0;
+    p->field = field;
+    p->n = n;
+    p->op = op;
+    p->retry_safe = retry_safe;
+    p->body = body;
+    p->body_len = body_len;
+    p->user = user;
+    if (op != 0)
+        c->n_tickets++;
+    *seq = p->seq;
+    return 0;
+fail:
+    free(body);
+    return rc;
+}
+
+/* Pushes what is queued out now if the socket takes it; never waits.
+ * A connection lost here completes the requests as conn_drop says. */
+static int push_now(clawq_client *c)
+{
+    return io_step(c, 0) == CLAWQ_ENOMEM ? CLAWQ_ENOMEM : 0;
+}
+
+/* Packs a PutRequest for tasks[0..n) into a new heap buffer. */
+static int put_body(clawq_client *c, const char *queue,
+                    const clawq_put_task *tasks, size_t n, uint8_t **body,
+                    size_t *body_len, bool *keyed)
+{
+    Clawq__PutRequest req = CLAWQ__PUT_REQUEST__INIT;
+    Clawq__PutTask *pt = NULL, **ptp = NULL;
+    Clawq__Header *hdr = NULL, **hdrp = NULL;
+    size_t n_hdr = 0;
+    int rc;
+
+    rc = check_queue(c, queue);
+    if (rc < 0)
+        return rc;
+    if (tasks == NULL || n == 0 || n > CLAWQ_MAX_BATCH_TASKS)
+        return set_err(c, CLAWQ_EINVALID, "a put batch holds 1..%d tasks",
+                       CLAWQ_MAX_BATCH_TASKS);
+    for (size_t i = 0; i < n; i++) {
+        if (tasks[i].n_headers > 4096)
+            return set_err(c, CLAWQ_EINVALID, "too many headers");
+        n_hdr += tasks[i].n_headers;
+    }
+    pt = calloc(n, sizeof(*pt));
+    ptp = calloc(n, sizeof(*ptp));
+    hdr = calloc(n_hdr + 1, sizeof(*hdr));
+    hdrp = calloc(n_hdr + 1, sizeof(*hdrp));
+    if (pt == NULL || ptp == NULL || hdr == NULL || hdrp == NULL) {
+        rc = set_err(c, CLAWQ_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = put_tasks_build(c, tasks, n, pt, ptp, hdr, hdrp, keyed);
+    if (rc < 0)
+        goto out;
+    req.queue = unconst(queue);
+    req.n_tasks = n;
+    req.tasks = ptp;
+    *body_len = clawq__put_request__get_packed_size(&req);
+    *body = malloc(*body_len > 0 ? *body_len : 1);
+    if (*body == NULL) {
+        rc = set_err(c, CLAWQ_ENOMEM, "out of memory");
+        goto out;
+    }
+    clawq__put_request__pack(&req, *body);
+out:
+    free(pt);
+    free(ptp);
+    free(hdr);
+    free(hdrp);
+    return rc;
+}
+
 int clawq_put_async(clawq_client *c, const char *queue,
                     const clawq_put_task *task)
 {
-    Clawq__PutRequest req = CLAWQ__PUT_REQUEST__INIT;
-    Clawq__PutTask pt, *ptp[1];
-    Clawq__Header *hdr = NULL, **hdrp = NULL;
-    uint64_t deadline;
-    pending *p;
     uint8_t *body = NULL;
-    size_t body_len;
+    size_t body_len = 0;
+    uint64_t seq;
     bool keyed;
     int rc;
 
@@ -1350,90 +1650,33 @@ int clawq_put_async(clawq_client *c, const char *queue,
     rc = check_queue(c, queue);
     if (rc < 0)
         return rc;
-    if (task == NULL || task->n_headers > 4096)
-        return set_err(c, CLAWQ_EINVALID, "no task, or too many headers");
+    if (task == NULL)
+        return set_err(c, CLAWQ_EINVALID, "no task");
     if (c->n_results >= MAX_PENDING_RESULTS)
         return set_err(c, CLAWQ_EINVALID,
                        "%u puts pending: call clawq_flush first",
                        MAX_PENDING_RESULTS);
-    hdr = calloc(task->n_headers + 1, sizeof(*hdr));
-    hdrp = calloc(task->n_headers + 1, sizeof(*hdrp));
-    if (hdr == NULL || hdrp == NULL) {
-        rc = set_err(c, CLAWQ_ENOMEM, "out of memory");
-        goto out;
-    }
-    rc = put_tasks_build(c, task, 1, &pt, ptp, hdr, hdrp, &keyed);
-    if (rc < 0)
-        goto out;
-    req.queue = unconst(queue);
-    req.n_tasks = 1;
-    req.tasks = ptp;
-    body_len = clawq__put_request__get_packed_size(&req);
-    body = malloc(body_len > 0 ? body_len : 1);
-    if (body == NULL) {
-        rc = set_err(c, CLAWQ_ENOMEM, "out of memory");
-        goto out;
-    }
-    clawq__put_request__pack(&req, body);
     if (c->n_results == c->cap_results) {
         size_t cap = c->cap_results > 0 ? c->cap_results * 2 : 256;
         clawq_put_result *nr = realloc(c->results, cap * sizeof(*nr));
 
-        if (nr == NULL) {
-            rc = set_err(c, CLAWQ_ENOMEM, "out of memory");
-            goto out;
-        }
+        if (nr == NULL)
+            return set_err(c, CLAWQ_ENOMEM, "out of memory");
         c->results = nr;
         c->cap_results = cap;
     }
-    if (c->n_pend == c->cap_pend) {
-        size_t cap = c->cap_pend > 0 ? c->cap_pend * 2 : 64;
-        pending *np = realloc(c->pend, cap * sizeof(*np));
-
-        if (np == NULL) {
-            rc = set_err(c, CLAWQ_ENOMEM, "out of memory");
-            goto out;
-        }
-        c->pend = np;
-        c->cap_pend = cap;
-    }
-    deadline = now_ms() + c->request_timeout_ms;
-    /* Room in the window, on a usable connection. */
-    for (;;) {
-        rc = conn_ensure(c, deadline);
-        if (rc < 0)
-            goto out;
-        /* Puts refused by a non-leader go out again before this one. */
-        if (c->n_pend < c->window && !c->redirect_pending)
-            break;
-        rc = io_step(c, deadline);
-        if (rc == CLAWQ_ETIMEOUT || rc == CLAWQ_ENOMEM)
-            goto out;
-    }
-    p = &c->pend[c->n_pend];
-    p->req_id = ++c->next_id;
-    p->slot = (uint32_t)c->n_results;
-    p->hops = 0;
-    p->retry_safe = keyed;
-    p->body = body;
-    p->body_len = body_len;
-    rc = frame_append(c, p->req_id, CLAWQ__REQUEST__BODY_PUT, body, body_len);
+    rc = put_body(c, queue, task, 1, &body, &body_len, &keyed);
     if (rc < 0)
-        goto out;
-    body = NULL;
-    c->n_pend++;
+        return rc;
+    rc = submit(c, 0, CLAWQ__REQUEST__BODY_PUT, body, body_len, keyed, 1, 0,
+                NULL, (uint32_t)c->n_results, &seq);
+    if (rc < 0)
+        return rc;
     c->results[c->n_results].status = 1; /* not answered yet */
     c->results[c->n_results].id = 0;
     c->results[c->n_results].duplicate = false;
     rc = (int)c->n_results++;
-    /* Push it out now if the socket takes it; never wait here. */
-    if (io_step(c, 0) == CLAWQ_ENOMEM)
-        rc = CLAWQ_ENOMEM;
-out:
-    free(body);
-    free(hdr);
-    free(hdrp);
-    return rc;
+    return push_now(c) < 0 ? CLAWQ_ENOMEM : rc;
 }
 
 size_t clawq_pending(const clawq_client *c)
@@ -1450,20 +1693,27 @@ int clawq_flush(clawq_client *c, clawq_put_result *results, size_t n_results)
         return CLAWQ_EINVALID;
     err_reset(c);
     deadline = now_ms() + c->request_timeout_ms;
-    while (c->n_pend > 0) {
-        size_t before = c->n_pend;
-        int rc = conn_ensure(c, deadline);
+    for (;;) {
+        size_t before = flush_count(c);
+        int rc;
 
+        if (before == 0)
+            break;
+        rc = conn_ensure(c, deadline);
         if (rc == 0)
             rc = io_step(c, deadline);
         if (rc == CLAWQ_ETIMEOUT || rc == CLAWQ_ENOMEM ||
             (rc < 0 && rc != CLAWQ_ECONN_LOST && rc != CLAWQ_EPROTOCOL) ||
             (rc == CLAWQ_ECONN_LOST && now_ms() >= deadline)) {
-            while (c->n_pend > 0)
-                pending_fail(c, c->n_pend - 1, rc);
+            for (size_t i = 0; i < c->n_pend;) {
+                if (c->pend[i].op == 0)
+                    pending_fail(c, i, rc, NULL);
+                else
+                    i++;
+            }
             break;
         }
-        if (c->n_pend < before)
+        if (flush_count(c) < before)
             deadline = now_ms() + c->request_timeout_ms;
     }
     for (size_t i = 0; i < c->n_results; i++) {
@@ -1478,6 +1728,281 @@ int clawq_flush(clawq_client *c, clawq_put_result *results, size_t n_results)
         set_err(c, first, "%s", clawq_strerror(first));
     c->n_results = 0;
     return first;
+}
+
+/* ---- tickets ---- */
+
+static int ticket_check(clawq_client *c)
+{
+    if (c->n_tickets >= MAX_TICKETS)
+        return set_err(c, CLAWQ_EINVALID,
+                       "%u tickets outstanding: collect results with "
+                       "clawq_wait first",
+                       MAX_TICKETS);
+    return 0;
+}
+
+int clawq_put_batch_async(clawq_client *c, const char *queue,
+                          const clawq_put_task *tasks, size_t n, void *user,
+                          clawq_ticket *ticket)
+{
+    uint8_t *body = NULL;
+    size_t body_len = 0;
+    uint64_t seq;
+    bool keyed;
+    int rc;
+
+    if (c == NULL)
+        return CLAWQ_EINVALID;
+    err_reset(c);
+    if (ticket == NULL)
+        return set_err(c, CLAWQ_EINVALID, "ticket is NULL");
+    rc = ticket_check(c);
+    if (rc < 0)
+        return rc;
+    rc = put_body(c, queue, tasks, n, &body, &body_len, &keyed);
+    if (rc < 0)
+        return rc;
+    rc = submit(c, CLAWQ_OP_PUT, CLAWQ__REQUEST__BODY_PUT, body, body_len,
+                keyed, (uint32_t)n, 0, user, 0, &seq);
+    if (rc < 0)
+        return rc;
+    *ticket = seq;
+    return push_now(c);
+}
+
+int clawq_pull_async(clawq_client *c, const char *queue, uint32_t max,
+                     uint32_t wait_ms, uint32_t lease_ms, void *user,
+                     clawq_ticket *ticket)
+{
+    Clawq__PullRequest req = CLAWQ__PULL_REQUEST__INIT;
+    uint8_t *body;
+    size_t body_len;
+    uint64_t seq;
+    int rc;
+
+    if (c == NULL)
+        return CLAWQ_EINVALID;
+    err_reset(c);
+    if (ticket == NULL)
+        return set_err(c, CLAWQ_EINVALID, "ticket is NULL");
+    rc = check_queue(c, queue);
+    if (rc < 0)
+        return rc;
+    if (max == 0 || max > CLAWQ_MAX_BATCH_TASKS)
+        return set_err(c, CLAWQ_EINVALID, "pull max must be 1..%d",
+                       CLAWQ_MAX_BATCH_TASKS);
+    rc = ticket_check(c);
+    if (rc < 0)
+        return rc;
+    req.queue = unconst(queue);
+    req.has_max = true;
+    req.max = max;
+    req.has_wait_ms = wait_ms > 0;
+    req.wait_ms = wait_ms;
+    req.has_lease_ms = lease_ms > 0;
+    req.lease_ms = lease_ms;
+    req.worker = c->client_name;
+    body_len = clawq__pull_request__get_packed_size(&req);
+    body = malloc(body_len > 0 ? body_len : 1);
+    if (body == NULL)
+        return set_err(c, CLAWQ_ENOMEM, "out of memory");
+    clawq__pull_request__pack(&req, body);
+    rc = submit(c, CLAWQ_OP_PULL, CLAWQ__REQUEST__BODY_PULL, body, body_len,
+                false, max, wait_ms, user, 0, &seq);
+    if (rc < 0)
+        return rc;
+    *ticket = seq;
+    return push_now(c);
+}
+
+int clawq_ack_batch_async(clawq_client *c, const clawq_lease_ref *refs,
+                          size_t n, void *user, clawq_ticket *ticket)
+{
+    Clawq__AckRequest req = CLAWQ__ACK_REQUEST__INIT;
+    Clawq__LeaseRef *lr = NULL, **lrp = NULL;
+    uint8_t *body = NULL;
+    size_t body_len = 0;
+    uint64_t seq;
+    int rc;
+
+    if (c == NULL)
+        return CLAWQ_EINVALID;
+    err_reset(c);
+    if (ticket == NULL)
+        return set_err(c, CLAWQ_EINVALID, "ticket is NULL");
+    if (refs == NULL || n == 0 || n > CLAWQ_MAX_BATCH_TASKS)
+        return set_err(c, CLAWQ_EINVALID, "an ack batch holds 1..%d tasks",
+                       CLAWQ_MAX_BATCH_TASKS);
+    rc = ticket_check(c);
+    if (rc < 0)
+        return rc;
+    lr = calloc(n, sizeof(*lr));
+    lrp = calloc(n, sizeof(*lrp));
+    if (lr == NULL || lrp == NULL) {
+        rc = set_err(c, CLAWQ_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        Clawq__LeaseRef init = CLAWQ__LEASE_REF__INIT;
+
+        lr[i] = init;
+        lr[i].id = refs[i].id;
+        lr[i].lease_id = refs[i].lease_id;
+        lrp[i] = &lr[i];
+    }
+    req.n_tasks = n;
+    req.tasks = lrp;
+    body_len = clawq__ack_request__get_packed_size(&req);
+    body = malloc(body_len > 0 ? body_len : 1);
+    if (body == NULL) {
+        rc = set_err(c, CLAWQ_ENOMEM, "out of memory");
+        goto out;
+    }
+    clawq__ack_request__pack(&req, body);
+    rc = submit(c, CLAWQ_OP_ACK, CLAWQ__REQUEST__BODY_ACK, body, body_len,
+                false, (uint32_t)n, 0, user, 0, &seq);
+    if (rc < 0)
+        goto out;
+    *ticket = seq;
+    rc = push_now(c);
+out:
+    free(lr);
+    free(lrp);
+    return rc;
+}
+
+size_t clawq_outstanding(const clawq_client *c)
+{
+    return c != NULL ? c->n_tickets : 0;
+}
+
+/* Completes with status CLAWQ_ETIMEOUT every ticket whose deadline has
+ * passed (a late answer finds no request and is dropped). */
+static void tickets_expire(clawq_client *c, uint64_t now)
+{
+    for (size_t i = 0; i < c->n_pend;) {
+        pending *p = &c->pend[i];
+
+        if (p->op != 0 && p->deadline <= now) {
+            char msg[128];
+
+            snprintf(msg, sizeof(msg), "no reply to ticket %llu in time",
+                     (unsigned long long)p->seq);
+            pending_fail(c, i, CLAWQ_ETIMEOUT, msg);
+        } else {
+            i++;
+        }
+    }
+}
+
+/* Completes with err the unsent tickets (all, or those past their
+ * deadline): no connection could be made for them. */
+static void tickets_fail_unsent(clawq_client *c, int err, bool all,
+                                uint64_t now)
+{
+    for (size_t i = 0; i < c->n_pend;) {
+        pending *p = &c->pend[i];
+
+        if (p->op != 0 && p->req_id == 0 && (all || p->deadline <= now))
+            pending_fail(c, i, err, c->errmsg[0] != '\0' ? c->errmsg : NULL);
+        else
+            i++;
+    }
+}
+
+/* Hands the done entry k to *res and forgets it. */
+static void done_take(clawq_client *c, size_t k, clawq_result *res)
+{
+    done_entry *d = &c->done[k];
+
+    *res = d->r;
+    c->errmsg[0] = '\0';
+    if (d->msg != NULL)
+        set_err(c, d->r.status, "%s", d->msg);
+    c->retry_after_ms = d->retry_after_ms;
+    free(d->msg);
+    memmove(&c->done[k], &c->done[k + 1], (c->n_done - k - 1) * sizeof(*d));
+    c->n_done--;
+    c->n_tickets--;
+}
+
+int clawq_wait(clawq_client *c, clawq_ticket ticket, int timeout_ms,
+               clawq_result *res)
+{
+    uint64_t until;
+    bool stepped = false;
+
+    if (c == NULL)
+        return CLAWQ_EINVALID;
+    err_reset(c);
+    if (res == NULL)
+        return set_err(c, CLAWQ_EINVALID, "res is NULL");
+    until = timeout_ms < 0 ? UINT64_MAX : now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        uint64_t now = now_ms(), step = UINT64_MAX;
+        bool pending_found = false, unsent = false;
+        int rc;
+
+        tickets_expire(c, now);
+        for (size_t k = 0; k < c->n_done; k++) {
+            if (ticket == 0 || c->done[k].r.ticket == ticket) {
+                done_take(c, k, res);
+                return 0;
+            }
+        }
+        for (size_t i = 0; i < c->n_pend; i++) {
+            const pending *p = &c->pend[i];
+
+            if (p->op == 0)
+                continue;
+            unsent = unsent || p->req_id == 0;
+            if (ticket == 0 || p->seq == ticket) {
+                pending_found = true;
+                if (p->deadline < step)
+                    step = p->deadline;
+            }
+        }
+        if (!pending_found)
+            return ticket == 0
+                       ? set_err(c, CLAWQ_ENOT_FOUND, "no ticket outstanding")
+                       : set_err(c, CLAWQ_ENOT_FOUND,
+                                 "ticket %llu unknown or already collected",
+                                 (unsigned long long)ticket);
+        if (stepped && now >= until)
+            return set_err(c, CLAWQ_ETIMEOUT, "no answer within %d ms",
+                           timeout_ms);
+        if (step > until)
+            step = until;
+        stepped = true;
+        if (c->fd < 0 || unsent || c->redirect_pending) {
+            rc = conn_ensure(c, step);
+            if (rc < 0) {
+                bool fatal = rc != CLAWQ_ECONN_LOST && rc != CLAWQ_ETIMEOUT;
+
+                tickets_fail_unsent(c, rc, fatal, now_ms());
+                continue;
+            }
+        }
+        io_step(c, step);
+    }
+}
+
+int clawq_poll(clawq_client *c, clawq_result *res)
+{
+    return clawq_wait(c, 0, 0, res);
+}
+
+void clawq_result_free(clawq_result *res)
+{
+    if (res == NULL)
+        return;
+    free(res->puts);
+    free(res->statuses);
+    clawq_tasks_free(res->tasks);
+    res->puts = NULL;
+    res->statuses = NULL;
+    res->tasks = NULL;
 }
 
 /* ---- consume ---- */
@@ -1535,7 +2060,7 @@ int clawq_ack_batch(clawq_client *c, const clawq_lease_ref *refs, size_t n,
     Clawq__AckRequest req = CLAWQ__ACK_REQUEST__INIT;
     Clawq__LeaseRef *lr = NULL, **lrp = NULL;
     Clawq__Response *r = NULL;
-    int rc, first = 0;
+    int rc, failed = 0;
 
     if (c == NULL)
         return CLAWQ_EINVALID;
@@ -1574,15 +2099,14 @@ int clawq_ack_batch(clawq_client *c, const clawq_lease_ref *refs, size_t n,
 
         if (statuses != NULL)
             statuses[i] = st;
-        if (st != 0 && first == 0) {
-            first = st;
+        if (st != 0 && failed++ == 0) {
             set_err(c, st, "task %llu: %s", (unsigned long long)refs[i].id,
                     it->message != NULL && it->message[0] != '\0'
                         ? it->message
                         : clawq_strerror(st));
         }
     }
-    rc = first;
+    rc = failed;
 out:
     if (r != NULL)
         clawq__response__free_unpacked(r, NULL);
@@ -1594,8 +2118,10 @@ out:
 int clawq_ack(clawq_client *c, uint64_t id, uint64_t lease_id)
 {
     clawq_lease_ref ref = {id, lease_id};
+    int st = 0;
+    int rc = clawq_ack_batch(c, &ref, 1, &st);
 
-    return clawq_ack_batch(c, &ref, 1, NULL);
+    return rc > 0 ? st : rc;
 }
 
 /* Sends a request whose answer carries no body and frees the reply. */

@@ -128,8 +128,9 @@ typedef struct clawq_options {
     uint32_t max_frame;          /* cap on an incoming frame in bytes;
                                     0 = the broker's max_frame from Hello,
                                     within 16..256 MiB */
-    uint32_t pipeline_window;    /* clawq_put_async requests in flight at
-                                    once; 0 = 256 */
+    uint32_t pipeline_window;    /* pipelined requests (clawq_put_async
+                                    puts and tickets) in flight at once;
+                                    0 = 256 */
 } clawq_options;
 
 /* Fills *opts with the defaults (all zero / NULL). Never fails. */
@@ -160,7 +161,8 @@ CLAWQ_EXTERN int clawq_connect2(const char *endpoints,
                                 char *errbuf, size_t errbuf_len);
 
 /* Closes the connection and frees the handle and everything it owns.
- * Pending clawq_put_async results are lost. c may be NULL. */
+ * Pending clawq_put_async results and outstanding tickets are lost. c may
+ * be NULL. */
 CLAWQ_EXTERN void clawq_close(clawq_client *c);
 
 /* The detail of the handle's last error: the broker's message, or the
@@ -294,10 +296,15 @@ CLAWQ_EXTERN int clawq_put(clawq_client *c, const char *queue,
                            bool *duplicate);
 
 /* Puts n tasks (1..CLAWQ_MAX_BATCH_TASKS) on queue in one request,
- * applied atomically in order. Returns 0 when the broker answered the
- * request, with results[i] (caller's array of n) holding each task's
- * outcome; returns the first failing task's status when one failed; or a
- * negative error for the whole request, leaving results unspecified. */
+ * applied atomically in order. Returns:
+ *   < 0  the request failed as a whole (not answered, refused, timed
+ *        out, ...): results is unspecified;
+ *     0  the broker answered and every task was stored (results[i], the
+ *        caller's array of n, holds each task's id);
+ *   > 0  the broker answered but that many tasks failed: results[i].status
+ *        says which (clawq_errmsg names the first).
+ * (Before 0.1 the status of the first failed task was returned, which
+ * could not be told apart from a failed request.) */
 CLAWQ_EXTERN int clawq_put_batch(clawq_client *c, const char *queue,
                                  const clawq_put_task *tasks, size_t n,
                                  clawq_put_result *results);
@@ -364,9 +371,9 @@ CLAWQ_EXTERN int clawq_ack(clawq_client *c, uint64_t id, uint64_t lease_id);
 
 /* Acks n tasks (1..CLAWQ_MAX_BATCH_TASKS) in one request. statuses (the
  * caller's array of n, may be NULL) receives each task's 0 or negative
- * status. Returns 0 when all were acked, the first failing task's status
- * when some were not, or an error for the whole request (statuses then
- * unspecified). */
+ * status. Returns, as clawq_put_batch: < 0 for a failed request
+ * (statuses unspecified), 0 when every task was acked, or the number
+ * (> 0) of tasks that were not (clawq_errmsg names the first). */
 CLAWQ_EXTERN int clawq_ack_batch(clawq_client *c, const clawq_lease_ref *refs,
                                  size_t n, int *statuses);
 
@@ -401,6 +408,127 @@ CLAWQ_EXTERN int clawq_extend(clawq_client *c, uint64_t id, uint64_t lease_id,
  * every heartbeat rather than once. */
 CLAWQ_EXTERN int clawq_report(clawq_client *c, const char *queue,
                               uint32_t inflight, uint32_t capacity);
+
+/* ---- tickets: pipelined put batches, pulls and acks ----
+ *
+ * clawq_put_batch_async, clawq_pull_async and clawq_ack_batch_async send
+ * a request without waiting for its answer and hand back a ticket (a
+ * number > 0, unique per handle); clawq_wait / clawq_poll hand back the
+ * result of a ticket once its answer has arrived. A worker keeps several
+ * pulls, acks and puts in flight on one handle this way - e.g. acks the
+ * tasks of one pull while the next pulls are outstanding - so a broker
+ * that makes every write durable can group them.
+ *
+ * Inputs are encoded when submitted: tasks, refs and their strings may be
+ * reused as soon as the submitting call returns. user is the caller's,
+ * handed back untouched in the result.
+ *
+ * Window: tickets and clawq_put_async puts share the handle's
+ * pipeline_window (requests in flight at once). A submission that finds
+ * the window full reads answers (and keeps them) until there is room, so
+ * it may block up to request_timeout_ms (CLAWQ_ETIMEOUT; nothing sent). At
+ * most 65536 tickets may be outstanding (submitted and not collected by
+ * clawq_wait); past that, submissions fail with CLAWQ_EINVALID. Memory is
+ * bounded by those limits: the handle keeps each request's encoded body
+ * until it is answered and each answer until it is collected.
+ *
+ * Ordering: requests go out in submission order; the broker may answer
+ * them in any order (a long-polling pull does not hold back the acks
+ * behind it) and answers are matched by request id. Completion order is
+ * unspecified: to ack a pull's tasks, wait for the pull first. Synchronous
+ * calls (clawq_put, clawq_queue_stats_get, ...) may be made while tickets are
+ * in flight; answers that arrive meanwhile are kept for clawq_wait.
+ *
+ * Timeouts: a ticket times out request_timeout_ms (plus a pull's wait_ms)
+ * after it was submitted: its result then has status CLAWQ_ETIMEOUT (the
+ * request may still be applied; its late answer is dropped). It is
+ * counted only while some call on the handle runs (wait, poll, submit).
+ *
+ * Errors and reconnects: a ticket's result has status 0 when the broker
+ * answered the request (items of a put or an ack may still have failed:
+ * see n_failed and the per-item arrays), else a negative error for the
+ * whole request. Answers NOT_LEADER / SHUTTING_DOWN are refused requests:
+ * the ticket is re-sent to the leader, as for synchronous calls. When the
+ * connection drops, tickets that are safe to re-send (put batches whose
+ * every task has an idempotency key) are re-sent on the next connection;
+ * every other ticket in flight completes with CLAWQ_ECONN_LOST - pulls
+ * (tasks they leased return after lease expiry), acks and unkeyed puts -
+ * because its outcome is unknown. The reconnect happens in the next call
+ * that needs it (clawq_wait for an unsent ticket, a submission, any
+ * synchronous call). A submission that cannot connect returns
+ * CLAWQ_ECONN_LOST with nothing queued. clawq_close abandons outstanding
+ * tickets and frees their results.
+ */
+
+typedef uint64_t clawq_ticket;
+
+typedef enum clawq_op {
+    CLAWQ_OP_PUT = 1,  /* clawq_put_batch_async */
+    CLAWQ_OP_PULL = 2, /* clawq_pull_async */
+    CLAWQ_OP_ACK = 3   /* clawq_ack_batch_async */
+} clawq_op;
+
+/* The result of a ticket. The arrays belong to the result: free them with
+ * clawq_result_free() (or take tasks, set it to NULL and free it later
+ * with clawq_tasks_free()). */
+typedef struct clawq_result {
+    clawq_ticket ticket;
+    clawq_op op;
+    void *user;      /* as passed when submitted */
+    int status;      /* 0: answered; else a negative error for the request */
+    size_t n;        /* put, ack: the request's item count; pull: tasks
+                        leased (0 unless status is 0) */
+    size_t n_failed; /* put, ack: items whose status is not 0 */
+    clawq_put_result *puts; /* put, status 0: n per-task outcomes */
+    int *statuses;          /* ack, status 0: n per-task statuses */
+    clawq_task *tasks;      /* pull, status 0: n tasks (NULL when 0) */
+} clawq_result;
+
+/* Sends a put of n tasks (1..CLAWQ_MAX_BATCH_TASKS), as clawq_put_batch
+ * does, without waiting; on success writes its ticket to *ticket. Errors
+ * (nothing queued): CLAWQ_EINVALID (bad arguments, or 65536 tickets
+ * outstanding), CLAWQ_ETOO_LARGE (over the frame limit), CLAWQ_ENOMEM,
+ * CLAWQ_ETIMEOUT (the window stayed full), CLAWQ_ECONN_LOST (no connection
+ * could be made). */
+CLAWQ_EXTERN int clawq_put_batch_async(clawq_client *c, const char *queue,
+                                       const clawq_put_task *tasks, size_t n,
+                                       void *user, clawq_ticket *ticket);
+
+/* Sends a pull, as clawq_pull does, without waiting; *ticket as above.
+ * The ticket's timeout includes wait_ms. Errors as above. */
+CLAWQ_EXTERN int clawq_pull_async(clawq_client *c, const char *queue,
+                                  uint32_t max, uint32_t wait_ms,
+                                  uint32_t lease_ms, void *user,
+                                  clawq_ticket *ticket);
+
+/* Sends an ack of n tasks (1..CLAWQ_MAX_BATCH_TASKS), as clawq_ack_batch
+ * does, without waiting; *ticket as above. Errors as above. */
+CLAWQ_EXTERN int clawq_ack_batch_async(clawq_client *c,
+                                       const clawq_lease_ref *refs, size_t n,
+                                       void *user, clawq_ticket *ticket);
+
+/* Waits up to timeout_ms (< 0: until the ticket's own timeout; 0: only
+ * what has already arrived) for the result of ticket, or of any ticket
+ * when ticket is 0 (the earliest completed first). Returns 0 with *res
+ * filled - the ticket is then forgotten and res->status says how it went
+ * (clawq_errmsg and clawq_retry_after_ms then describe a failed request or
+ * the first failed item) - or, with *res untouched: CLAWQ_ETIMEOUT (not
+ * answered yet; the ticket stays outstanding), CLAWQ_ENOT_FOUND (an
+ * unknown or already collected ticket; with ticket 0, none outstanding),
+ * CLAWQ_EINVALID. */
+CLAWQ_EXTERN int clawq_wait(clawq_client *c, clawq_ticket ticket,
+                            int timeout_ms, clawq_result *res);
+
+/* clawq_wait(c, 0, 0, res): the result of any ticket already answered.
+ * Never blocks (and so never reconnects). */
+CLAWQ_EXTERN int clawq_poll(clawq_client *c, clawq_result *res);
+
+/* The number of tickets submitted and not yet collected. */
+CLAWQ_EXTERN size_t clawq_outstanding(const clawq_client *c);
+
+/* Frees what a result owns and sets its pointers to NULL. NULL is a
+ * no-op. */
+CLAWQ_EXTERN void clawq_result_free(clawq_result *res);
 
 /* ---- queues ---- */
 

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "clawq.h"
@@ -286,6 +287,11 @@ typedef struct mock {
     bool hello_leader; /* Hello names `redirect` as leader (node 2) */
     int drop_on;       /* close when the drop_on-th request comes */
     bool reverse;      /* answer requests in reversed pairs */
+    int hold;          /* > 1: gather up to hold requests (those that come
+                          within 20 ms), answer them in reverse order */
+    int silent_conn;   /* answer no request but Hello on this connection
+                          (1 = the first) */
+    atomic_bool down;  /* close new connections at once */
     bool oversize;     /* answer with a frame header over the cap */
     uint32_t status;   /* non-zero: answer non-Hello with it */
     atomic_int conns;
@@ -411,8 +417,9 @@ static void mock_answer(mock *m, int fd, const Clawq__Request *q)
             items[i].has_id = true;
             /* The id echoes the payload's number, so the client's
              * matching of out-of-order replies can be checked. */
-            memcpy(num, pt->payload.data,
-                   pt->payload.len < 31 ? pt->payload.len : 31);
+            if (pt->payload.len > 0)
+                memcpy(num, pt->payload.data,
+                       pt->payload.len < 31 ? pt->payload.len : 31);
             items[i].id = strtoull(num, NULL, 10) + 1000;
             items[i].has_duplicate = pt->idempotency_key != NULL &&
                                      strcmp(pt->idempotency_key, "dup") == 0;
@@ -448,7 +455,11 @@ static void mock_answer(mock *m, int fd, const Clawq__Request *q)
     case CLAWQ__REQUEST__BODY_PULL:
     case CLAWQ__REQUEST__BODY_TASK_GET:
         task.has_id = true;
-        task.id = 42;
+        /* 42 for max 1; a pull's max shows in the id, so that pipelined
+         * pulls answered out of order can be told apart. */
+        task.id = q->body_case == CLAWQ__REQUEST__BODY_PULL
+                      ? 41 + (uint64_t)q->pull->max
+                      : 42;
         task.queue = "q";
         task.has_payload = true;
         task.payload.data = bin;
@@ -490,39 +501,54 @@ static void *mock_run(void *arg)
     mock *m = arg;
 
     while (!atomic_load(&m->stop)) {
-        int fd;
+        int fd, conn_no;
 
         if (!readable(m->lfd, 50))
             continue;
         fd = accept(m->lfd, NULL, NULL);
         if (fd < 0)
             continue;
-        atomic_fetch_add(&m->conns, 1);
-        for (;;) {
-            Clawq__Request *q = req_read(fd), *q2 = NULL;
-            int n;
+        conn_no = atomic_fetch_add(&m->conns, 1) + 1;
+        if (atomic_load(&m->down)) {
+            close(fd);
+            continue;
+        }
+        for (bool closed = false; !closed;) {
+            Clawq__Request *qs[1024];
+            int nq = 0, want = m->hold > 1 ? m->hold : m->reverse ? 2 : 1;
 
-            if (q == NULL)
-                break;
-            if (q->body_case != CLAWQ__REQUEST__BODY_HELLO) {
-                n = atomic_fetch_add(&m->requests, 1) + 1;
-                if (m->drop_on == n) {
+            if (want > 1024)
+                want = 1024;
+            do {
+                Clawq__Request *q = req_read(fd);
+
+                if (q == NULL) {
+                    closed = true;
+                    break;
+                }
+                if (q->body_case == CLAWQ__REQUEST__BODY_HELLO) {
+                    mock_answer(m, fd, q);
                     clawq__request__free_unpacked(q, NULL);
                     break;
                 }
+                if (m->drop_on == atomic_fetch_add(&m->requests, 1) + 1) {
+                    clawq__request__free_unpacked(q, NULL);
+                    closed = true;
+                    break;
+                }
+                if (conn_no == m->silent_conn) {
+                    clawq__request__free_unpacked(q, NULL);
+                    continue;
+                }
+                qs[nq++] = q;
+            } while (nq < want && (nq == 0 || readable(fd, 20)));
+            while (nq > 0) {
+                Clawq__Request *q = qs[--nq];
+
+                if (!closed)
+                    mock_answer(m, fd, q);
+                clawq__request__free_unpacked(q, NULL);
             }
-            if (m->reverse && q->body_case != CLAWQ__REQUEST__BODY_HELLO &&
-                readable(fd, 20)) {
-                q2 = req_read(fd);
-                if (q2 != NULL)
-                    atomic_fetch_add(&m->requests, 1);
-            }
-            if (q2 != NULL) {
-                mock_answer(m, fd, q2);
-                clawq__request__free_unpacked(q2, NULL);
-            }
-            mock_answer(m, fd, q);
-            clawq__request__free_unpacked(q, NULL);
         }
         close(fd);
     }
@@ -605,7 +631,8 @@ START_TEST(mock_put_pull_ack)
     ts[0].priority = 1;
     ts[1] = t;
     ts[1].priority = 255;
-    ck_assert_int_eq(clawq_put_batch(c, "q", ts, 2, res), CLAWQ_ETOO_LARGE);
+    /* Answered, one task failed: a count, not an error. */
+    ck_assert_int_eq(clawq_put_batch(c, "q", ts, 2, res), 1);
     ck_assert_int_eq(res[0].status, 0);
     ck_assert_int_eq(res[1].status, CLAWQ_ETOO_LARGE);
     ck_assert_ptr_nonnull(strstr(clawq_errmsg(c), "item too large"));
@@ -618,10 +645,20 @@ START_TEST(mock_put_pull_ack)
     ck_assert_int_eq(clawq_pull(c, "q", 0, 0, 0, &tasks, &n), CLAWQ_EINVALID);
     ck_assert_int_eq(clawq_pull(c, "q", 1025, 0, 0, &tasks, &n),
                      CLAWQ_EINVALID);
-    ck_assert_int_eq(clawq_ack_batch(c, refs, 2, statuses), CLAWQ_ELEASE_LOST);
+    ck_assert_int_eq(clawq_ack_batch(c, refs, 2, statuses), 1);
     ck_assert_int_eq(statuses[0], 0);
     ck_assert_int_eq(statuses[1], CLAWQ_ELEASE_LOST);
+    ck_assert_int_eq(clawq_ack_batch(c, refs, 2, NULL), 1);
+    ck_assert_int_eq(clawq_ack_batch(c, refs, 1, NULL), 0);
     ck_assert_int_eq(clawq_ack(c, 1, 1), 0);
+    ck_assert_int_eq(clawq_ack(c, 2, 0), CLAWQ_ELEASE_LOST);
+    /* A single put's item failure is still its status. */
+    ck_assert_int_eq(clawq_put(c, "q", &ts[1], &id, NULL), CLAWQ_ETOO_LARGE);
+    /* A failed request is negative. */
+    m.status = CLAWQ__STATUS__UNAVAILABLE;
+    ck_assert_int_eq(clawq_put_batch(c, "q", ts, 2, res), CLAWQ_EUNAVAILABLE);
+    ck_assert_int_eq(clawq_ack_batch(c, refs, 2, statuses), CLAWQ_EUNAVAILABLE);
+    m.status = 0;
     ck_assert_int_eq(clawq_queue_stats_get(c, "jobs", &st), 0);
     ck_assert_str_eq(st.name, "jobs");
     ck_assert_uint_eq(st.ready, 3);
@@ -765,6 +802,341 @@ START_TEST(mock_errors_mapped)
     ck_assert_int_eq(clawq_put(c, "q", &t, &id, NULL), CLAWQ_EPROTOCOL);
     ck_assert_ptr_nonnull(strstr(clawq_errmsg(c), "exceeds"));
     clawq_close(c);
+    mock_stop(&m);
+}
+END_TEST
+
+/* ---- tickets ---- */
+
+static void put_tasks_numbered(clawq_put_task *ts, char (*pl)[16], int n,
+                               int first)
+{
+    for (int i = 0; i < n; i++) {
+        clawq_put_task_init(&ts[i]);
+        snprintf(pl[i], sizeof(pl[i]), "%d", first + i);
+        ts[i].payload = pl[i];
+        ts[i].payload_len = strlen(pl[i]);
+    }
+}
+
+/* Several tickets of each kind in flight at once, answered in reverse
+ * order of arrival, collected by ticket and by "any". */
+START_TEST(mock_tickets_out_of_order)
+{
+    mock m = {.hold = 16};
+    clawq_client *c;
+    clawq_ticket put_t[4], pull_t[4], ack_t[4];
+    clawq_put_task ts[4][8];
+    char pl[4][8][16];
+    clawq_lease_ref refs[4][3];
+    clawq_result r;
+    int user[12];
+    int seen = 0, inversions = 0;
+    clawq_ticket prev = 0;
+
+    mock_start(&m);
+    c = mock_connect(&m, 5000);
+    for (int k = 0; k < 4; k++) {
+        put_tasks_numbered(ts[k], pl[k], k + 1, 100 * k);
+        if (k == 2)
+            ts[k][1].priority = 255; /* its second item fails */
+        user[k] = k;
+        ck_assert_int_eq(clawq_put_batch_async(c, "q", ts[k], (size_t)k + 1,
+                                               &user[k], &put_t[k]),
+                         0);
+        user[4 + k] = 4 + k;
+        ck_assert_int_eq(clawq_pull_async(c, "q", (uint32_t)k + 1, 0, 0,
+                                          &user[4 + k], &pull_t[k]),
+                         0);
+        for (int j = 0; j < 3; j++) {
+            refs[k][j].id = (uint64_t)(10 * k + j);
+            refs[k][j].lease_id = j == k ? 0 : 7; /* lease_id 0: LOST */
+        }
+        user[8 + k] = 8 + k;
+        ck_assert_int_eq(
+            clawq_ack_batch_async(c, refs[k], 3, &user[8 + k], &ack_t[k]), 0);
+    }
+    ck_assert_uint_eq(clawq_outstanding(c), 12);
+    /* Tickets are distinct and not 0. */
+    for (int k = 0; k < 4; k++)
+        ck_assert(put_t[k] != 0 && pull_t[k] != 0 && ack_t[k] != 0 &&
+                  put_t[k] != pull_t[k] && pull_t[k] != ack_t[k]);
+    /* A synchronous call in the middle. */
+    {
+        clawq_queue_stats st;
+
+        ck_assert_int_eq(clawq_queue_stats_get(c, "q", &st), 0);
+        ck_assert_uint_eq(st.ready, 3);
+    }
+    /* The last pull by its ticket first. */
+    ck_assert_int_eq(clawq_wait(c, pull_t[3], -1, &r), 0);
+    ck_assert_uint_eq(r.ticket, pull_t[3]);
+    ck_assert_int_eq(r.op, CLAWQ_OP_PULL);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_ptr_eq(r.user, &user[7]);
+    ck_assert_uint_eq(r.n, 1);
+    ck_assert_uint_eq(r.tasks[0].id, 45);
+    ck_assert_uint_eq(r.tasks[0].lease_id, 4242);
+    clawq_result_free(&r);
+    ck_assert_ptr_null(r.tasks);
+    seen++;
+    /* A collected ticket is gone. */
+    ck_assert_int_eq(clawq_wait(c, pull_t[3], 0, &r), CLAWQ_ENOT_FOUND);
+    ck_assert_int_eq(clawq_wait(c, 999999, 0, &r), CLAWQ_ENOT_FOUND);
+    while (clawq_outstanding(c) > 0) {
+        int u, k;
+
+        ck_assert_int_eq(clawq_wait(c, 0, -1, &r), 0);
+        ck_assert_int_eq(r.status, 0);
+        u = *(int *)r.user;
+        k = u % 4;
+        seen++;
+        inversions += r.ticket < prev;
+        prev = r.ticket;
+        switch (u / 4) {
+        case 0:
+            ck_assert_int_eq(r.op, CLAWQ_OP_PUT);
+            ck_assert_uint_eq(r.ticket, put_t[k]);
+            ck_assert_uint_eq(r.n, (size_t)k + 1);
+            ck_assert_ptr_nonnull(r.puts);
+            ck_assert_uint_eq(r.n_failed, k == 2 ? 1 : 0);
+            for (int i = 0; i <= k; i++) {
+                if (k == 2 && i == 1) {
+                    ck_assert_int_eq(r.puts[i].status, CLAWQ_ETOO_LARGE);
+                    continue;
+                }
+                ck_assert_int_eq(r.puts[i].status, 0);
+                ck_assert_uint_eq(r.puts[i].id, 1000u + 100u * k + i);
+            }
+            if (k == 2)
+                ck_assert_ptr_nonnull(strstr(clawq_errmsg(c), "too large"));
+            break;
+        case 1:
+            ck_assert_int_eq(r.op, CLAWQ_OP_PULL);
+            ck_assert_uint_eq(r.ticket, pull_t[k]);
+            ck_assert_uint_eq(r.n, 1);
+            ck_assert_uint_eq(r.tasks[0].id, 42u + k);
+            break;
+        default:
+            ck_assert_int_eq(r.op, CLAWQ_OP_ACK);
+            ck_assert_uint_eq(r.ticket, ack_t[k]);
+            ck_assert_uint_eq(r.n, 3);
+            ck_assert_uint_eq(r.n_failed, k < 3 ? 1 : 0);
+            for (int j = 0; j < 3; j++)
+                ck_assert_int_eq(r.statuses[j], j == k ? CLAWQ_ELEASE_LOST : 0);
+            break;
+        }
+        clawq_result_free(&r);
+    }
+    ck_assert_int_eq(seen, 12);
+    ck_assert_int_gt(inversions, 0); /* they did complete out of order */
+    ck_assert_int_eq(clawq_wait(c, 0, 0, &r), CLAWQ_ENOT_FOUND);
+    ck_assert_int_eq(clawq_poll(c, &r), CLAWQ_ENOT_FOUND);
+    clawq_close(c);
+    mock_stop(&m);
+}
+END_TEST
+
+/* More tickets than the window, mixed with put_async: submissions wait for
+ * room and keep the answers; clawq_flush answers only the put_asyncs. */
+START_TEST(mock_tickets_window_and_flush)
+{
+    mock m = {.hold = 7};
+    clawq_client *c;
+    static clawq_ticket t[300];
+    static bool got[300];
+    clawq_put_result res[50];
+    clawq_put_task one;
+    char pl[16];
+    clawq_result r;
+    size_t n = 0;
+
+    mock_start(&m);
+    c = mock_connect(&m, 5000); /* window 64 */
+    clawq_put_task_init(&one);
+    for (int i = 0; i < 300; i++) {
+        if (i % 6 == 0 && i / 6 < 50) {
+            snprintf(pl, sizeof(pl), "%d", i / 6);
+            one.payload = pl;
+            one.payload_len = strlen(pl);
+            ck_assert_int_eq(clawq_put_async(c, "q", &one), i / 6);
+        }
+        ck_assert_int_eq(clawq_pull_async(c, "q", (uint32_t)(i % 1000) + 1, 0,
+                                          0, (void *)(uintptr_t)i, &t[i]),
+                         0);
+    }
+    ck_assert_uint_eq(clawq_outstanding(c), 300);
+    ck_assert_uint_eq(clawq_pending(c), 50);
+    ck_assert_int_eq(clawq_flush(c, res, 50), 0);
+    for (int i = 0; i < 50; i++)
+        ck_assert_uint_eq(res[i].id, 1000u + (unsigned)i);
+    ck_assert_uint_eq(clawq_outstanding(c), 300);
+    while (clawq_wait(c, 0, 2000, &r) == 0) {
+        uintptr_t i = (uintptr_t)r.user;
+
+        ck_assert_uint_lt(i, 300);
+        ck_assert(!got[i]);
+        got[i] = true;
+        ck_assert_uint_eq(r.ticket, t[i]);
+        ck_assert_int_eq(r.status, 0);
+        ck_assert_uint_eq(r.tasks[0].id, 42u + i);
+        clawq_result_free(&r);
+        n++;
+    }
+    ck_assert_uint_eq(n, 300);
+    ck_assert_uint_eq(clawq_outstanding(c), 0);
+    clawq_close(c);
+    mock_stop(&m);
+}
+END_TEST
+
+/* The connection drops with tickets in flight: a keyed put is re-sent on
+ * a new connection, everything else completes with CLAWQ_ECONN_LOST. */
+START_TEST(mock_tickets_conn_lost)
+{
+    mock m = {.silent_conn = 1, .drop_on = 5};
+    clawq_client *c;
+    clawq_put_task tk, tu;
+    clawq_lease_ref ref = {1, 1};
+    clawq_ticket t_keyed, t_unkeyed, t_pull, t_ack;
+    clawq_result r;
+    int lost = 0;
+
+    mock_start(&m);
+    c = mock_connect(&m, 5000);
+    clawq_put_task_init(&tk);
+    tk.payload = "7";
+    tk.payload_len = 1;
+    tk.idempotency_key = "k7";
+    tu = tk;
+    tu.idempotency_key = NULL;
+    ck_assert_int_eq(clawq_put_batch_async(c, "q", &tu, 1, NULL, &t_unkeyed),
+                     0);
+    ck_assert_int_eq(clawq_put_batch_async(c, "q", &tk, 1, NULL, &t_keyed), 0);
+    ck_assert_int_eq(clawq_pull_async(c, "q", 5, 1000, 0, NULL, &t_pull), 0);
+    ck_assert_int_eq(clawq_ack_batch_async(c, &ref, 1, NULL, &t_ack), 0);
+    /* Nothing is answered on the first connection. */
+    ck_assert_int_eq(clawq_wait(c, 0, 100, &r), CLAWQ_ETIMEOUT);
+    ck_assert_uint_eq(clawq_outstanding(c), 4);
+    /* The fifth request closes it. */
+    {
+        clawq_queue_stats st;
+
+        ck_assert_int_eq(clawq_queue_stats_get(c, "q", &st), 0); /* re-sent */
+    }
+    ck_assert_int_eq(atomic_load(&m.conns), 2);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(clawq_wait(c, 0, 0, &r), 0);
+        ck_assert(r.ticket == t_unkeyed || r.ticket == t_pull ||
+                  r.ticket == t_ack);
+        ck_assert_int_eq(r.status, CLAWQ_ECONN_LOST);
+        ck_assert_ptr_null(r.puts);
+        ck_assert_ptr_null(r.tasks);
+        ck_assert_ptr_null(r.statuses);
+        ck_assert_ptr_nonnull(strstr(clawq_errmsg(c), "outcome unknown"));
+        clawq_result_free(&r);
+        lost++;
+    }
+    ck_assert_int_eq(lost, 3);
+    /* The keyed put went out again and is answered. */
+    ck_assert_int_eq(clawq_wait(c, t_keyed, -1, &r), 0);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_uint_eq(r.n, 1);
+    ck_assert_uint_eq(r.puts[0].id, 1007);
+    clawq_result_free(&r);
+    ck_assert_uint_eq(clawq_outstanding(c), 0);
+    clawq_close(c);
+    mock_stop(&m);
+}
+END_TEST
+
+/* Lost while only tickets are in flight (noticed by clawq_wait itself),
+ * a broker that stays down, a ticket's own timeout, refused requests. */
+START_TEST(mock_tickets_timeout_and_down)
+{
+    mock m = {.silent_conn = 1};
+    clawq_client *c;
+    clawq_put_task tk;
+    clawq_ticket t1, t2;
+    clawq_result r;
+    uint64_t t0;
+
+    mock_start(&m);
+    c = mock_connect(&m, 300);
+    clawq_put_task_init(&tk);
+    tk.payload = "3";
+    tk.payload_len = 1;
+    tk.idempotency_key = "k3";
+    /* A ticket nobody answers completes with CLAWQ_ETIMEOUT after
+     * request_timeout_ms (a pull: plus its wait). */
+    ck_assert_int_eq(clawq_pull_async(c, "q", 1, 200, 0, NULL, &t1), 0);
+    ck_assert_int_eq(clawq_put_batch_async(c, "q", &tk, 1, NULL, &t2), 0);
+    t0 = (uint64_t)time(NULL);
+    ck_assert_int_eq(clawq_wait(c, t2, -1, &r), 0);
+    ck_assert_int_eq(r.status, CLAWQ_ETIMEOUT);
+    ck_assert_int_eq(r.op, CLAWQ_OP_PUT);
+    ck_assert_uint_eq(r.n, 1);
+    ck_assert_ptr_null(r.puts);
+    ck_assert_int_eq(clawq_wait(c, t1, -1, &r), 0);
+    ck_assert_int_eq(r.status, CLAWQ_ETIMEOUT);
+    ck_assert_uint_le((uint64_t)time(NULL) - t0, 2);
+    ck_assert_int_eq(atomic_load(&m.requests), 2);
+    /* Refused requests complete with the broker's status and hint. */
+    m.silent_conn = 0;
+    m.status = CLAWQ__STATUS__QUEUE_FULL;
+    ck_assert_int_eq(clawq_put_batch_async(c, "q", &tk, 1, NULL, &t1), 0);
+    ck_assert_int_eq(clawq_wait(c, t1, -1, &r), 0);
+    ck_assert_int_eq(r.status, CLAWQ_EQUEUE_FULL);
+    ck_assert_uint_eq(clawq_retry_after_ms(c), 250);
+    ck_assert_str_eq(clawq_errmsg(c), "mock says no");
+    m.status = 0;
+    /* The broker goes away with a keyed put in flight: it is to be
+     * re-sent, but no broker answers Hello any more, so it fails when its
+     * time is up. */
+    atomic_store(&m.down, true);
+    m.drop_on = atomic_load(&m.requests) + 1;
+    ck_assert_int_eq(clawq_put_batch_async(c, "q", &tk, 1, NULL, &t1), 0);
+    ck_assert_int_eq(clawq_wait(c, t1, -1, &r), 0);
+    ck_assert_int_eq(r.status, CLAWQ_ECONN_LOST);
+    ck_assert_int_ge(atomic_load(&m.conns), 2);
+    /* Submitting with no broker: an error, nothing queued. */
+    ck_assert_int_eq(clawq_pull_async(c, "q", 1, 0, 0, NULL, &t2),
+                     CLAWQ_ECONN_LOST);
+    ck_assert_uint_eq(clawq_outstanding(c), 0);
+    ck_assert_int_eq(clawq_put_batch_async(c, "q", &tk, 0, NULL, &t2),
+                     CLAWQ_EINVALID);
+    ck_assert_int_eq(clawq_pull_async(c, "q", 0, 0, 0, NULL, &t2),
+                     CLAWQ_EINVALID);
+    ck_assert_int_eq(clawq_ack_batch_async(c, NULL, 1, NULL, &t2),
+                     CLAWQ_EINVALID);
+    clawq_close(c);
+    mock_stop(&m);
+}
+END_TEST
+
+/* Tickets outstanding at close are freed (checked under ASan). */
+START_TEST(mock_tickets_close_outstanding)
+{
+    mock m = {0};
+    clawq_client *c;
+    clawq_ticket t;
+    clawq_put_task tk;
+
+    mock_start(&m);
+    c = mock_connect(&m, 2000);
+    clawq_put_task_init(&tk);
+    for (int i = 0; i < 10; i++) {
+        ck_assert_int_eq(clawq_pull_async(c, "q", 2, 0, 0, NULL, &t), 0);
+        ck_assert_int_eq(clawq_put_batch_async(c, "q", &tk, 1, NULL, &t), 0);
+    }
+    {
+        clawq_queue_stats st; /* lets some answers arrive */
+
+        ck_assert_int_eq(clawq_queue_stats_get(c, "q", &st), 0);
+    }
+    ck_assert_uint_eq(clawq_outstanding(c), 20);
+    clawq_close(c);
+    clawq_result_free(NULL);
     mock_stop(&m);
 }
 END_TEST
@@ -960,6 +1332,11 @@ static Suite *client_suite(void)
     tcase_add_test(tc, mock_redirect_bounded);
     tcase_add_test(tc, mock_reconnect_rules);
     tcase_add_test(tc, mock_errors_mapped);
+    tcase_add_test(tc, mock_tickets_out_of_order);
+    tcase_add_test(tc, mock_tickets_window_and_flush);
+    tcase_add_test(tc, mock_tickets_conn_lost);
+    tcase_add_test(tc, mock_tickets_timeout_and_down);
+    tcase_add_test(tc, mock_tickets_close_outstanding);
     tcase_add_test(tc, connect_refused);
     suite_add_tcase(s, tc);
 
