@@ -55,8 +55,9 @@ typedef struct opts {
     uint32_t wait_ms, lease_ms, timeout_s;
     uint64_t tasks; /* total to put; with --duration, the cap */
     bool tasks_set;
-    double duration_s; /* 0: put exactly --tasks */
-    uint64_t rate;     /* tasks/s over all producers; 0 = as fast as they go */
+    double duration_s;  /* 0: put exactly --tasks */
+    uint64_t rate;      /* tasks/s over all producers; 0 = as fast as they go */
+    uint64_t max_depth; /* set on the queue first; 0 = leave it */
     bool fill_drain, json, sync;
 } opts;
 
@@ -72,6 +73,7 @@ typedef struct counters {
     uint64_t pulled, pulls, empty_pulls, pull_errors;
     uint64_t acked, ack_failed, ack_requests;
     uint64_t completed, duplicates, foreign, corrupt;
+    uint64_t queue_full, backoff_ms; /* tasks refused, time waited */
 } counters;
 
 typedef struct bench bench;
@@ -355,7 +357,13 @@ static void producer_tickets(worker *w)
     uint64_t *map = b->put_map[w->index];
     uint8_t *buf = xcalloc(o->batch, o->payload);
     clawq_put_task *tasks = xcalloc(o->batch, sizeof(*tasks));
-    uint64_t *retry = xcalloc(o->inflight, sizeof(*retry));
+    /* Refused tasks to put again: runs of (first sequence, count). A
+     * batch refused whole is one run; one that met max_depth part way
+     * leaves a run of its refused tail. */
+    struct run {
+        uint64_t base;
+        uint32_t n;
+    } *retry = xcalloc((size_t)o->inflight * 2 + o->batch, sizeof(*retry));
     size_t n_retry = 0;
     uint32_t inflight = 0, streak = 0;
 
@@ -380,13 +388,17 @@ static void producer_tickets(worker *w)
             uint32_t n;
             bool fresh = n_retry == 0;
 
-            if (!fresh)
-                base = retry[--n_retry];
-            else if (seq < quota && !time_is_up(b))
+            if (!fresh) {
+                n_retry--;
+                base = retry[n_retry].base;
+                n = retry[n_retry].n;
+            } else if (seq < quota && !time_is_up(b)) {
                 base = seq;
-            else
+                n = quota - base < o->batch ? (uint32_t)(quota - base)
+                                            : o->batch;
+            } else {
                 break;
-            n = quota - base < o->batch ? (uint32_t)(quota - base) : o->batch;
+            }
             pace(b, base);
             sent = now_ns();
             for (uint32_t i = 0; i < n; i++)
@@ -395,7 +407,7 @@ static void producer_tickets(worker *w)
                                        (void *)(uintptr_t)base, &t);
             if (rc < 0) { /* nothing sent: try the same batch again */
                 if (!fresh)
-                    retry[n_retry++] = base;
+                    retry[n_retry++] = (struct run){base, n};
                 if (++streak >= MAX_ERR_STREAK) {
                     note_err(w, "put", rc);
                     atomic_store(&b->stop, true);
@@ -429,7 +441,7 @@ static void producer_tickets(worker *w)
             if (refused && ++streak < MAX_ERR_STREAK) {
                 uint32_t ms = clawq_retry_after_ms(w->c);
                 sleep_ms(ms > 0 && ms < 1000 ? ms : 10);
-                retry[n_retry++] = base;
+                retry[n_retry++] = (struct run){base, (uint32_t)r.n};
             } else {
                 note_err(w, "put", r.status);
                 w->k.put_unknown += r.n; /* outcome unknown */
@@ -446,10 +458,25 @@ static void producer_tickets(worker *w)
             if (r.puts[i].status == 0) {
                 map[s >> 6] |= 1ull << (s & 63);
                 ok++;
+            } else if (r.puts[i].status == CLAWQ_EQUEUE_FULL) {
+                /* Back-pressure: not an error. Put it again after the
+                 * broker's hint (runs of refused tasks stay together). */
+                w->k.queue_full++;
+                if (n_retry > 0 &&
+                    retry[n_retry - 1].base + retry[n_retry - 1].n == s)
+                    retry[n_retry - 1].n++;
+                else
+                    retry[n_retry++] = (struct run){s, 1};
             } else {
                 w->k.put_failed++;
                 note_err(w, "put task", r.puts[i].status);
             }
+        }
+        if (r.n_failed > 0 && n_retry > 0) {
+            uint32_t ms = clawq_retry_after_ms(w->c);
+            ms = ms > 0 && ms <= 5000 ? ms : 10;
+            w->k.backoff_ms += ms;
+            sleep_ms(ms);
         }
         w->k.put_ok += ok;
         atomic_fetch_add_explicit(&b->put_ok_total, ok, memory_order_relaxed);
@@ -831,6 +858,8 @@ static void counters_add(counters *a, const counters *k)
     a->put_ok += k->put_ok;
     a->put_failed += k->put_failed;
     a->put_unknown += k->put_unknown;
+    a->queue_full += k->queue_full;
+    a->backoff_ms += k->backoff_ms;
     a->put_requests += k->put_requests;
     a->pulled += k->pulled;
     a->pulls += k->pulls;
@@ -875,6 +904,19 @@ static int run(bench *b)
         cons[i].index = i;
         cons[i].c = connect_one(o, "consumer", i);
         cons[i].h = xcalloc(1, sizeof(hist));
+    }
+    if (o->max_depth > 0) {
+        clawq_queue_settings qs = {0};
+        int rc;
+
+        qs.mask = CLAWQ_SET_MAX_DEPTH;
+        qs.max_depth = o->max_depth;
+        rc = clawq_queue_set(prod[0].c, o->queue, &qs);
+        if (rc != 0) {
+            fprintf(stderr, "clawq-bench: queue set max_depth: %s\n",
+                    clawq_errmsg(prod[0].c));
+            exit(1);
+        }
     }
     atomic_store(&b->producers_left, o->producers);
     atomic_store(&b->threads_left, o->producers);
@@ -971,6 +1013,10 @@ static int run(bench *b)
     printf("  unexpected   %10" PRIu64 "      (acked, but no put answer "
            "said so)\n",
            unexpected);
+    if (k.queue_full > 0 || o->max_depth > 0)
+        printf("  backpressure %10" PRIu64 " tasks refused QUEUE_FULL and put "
+               "again; producers waited %" PRIu64 " ms in all\n",
+               k.queue_full, k.backoff_ms);
     printf("  errors       put_failed=%" PRIu64 " put_unknown=%" PRIu64
            " pull=%" PRIu64 " ack=%" PRIu64 " foreign=%" PRIu64
            " corrupt=%" PRIu64 "\n",
@@ -1024,6 +1070,7 @@ static void usage(FILE *f)
             "         [--rate N] [--queue NAME] [--inflight N] [--fill-drain] "
             "[--json]\n"
             "         [--wait-ms MS] [--lease-ms MS] [--timeout SEC]\n"
+            "         [--max-depth N]\n"
             "\n"
             "  --server ADDR     clawqd client address; 127.0.0.1 only "
             "(default 127.0.0.1:7700)\n"
@@ -1054,6 +1101,10 @@ static void usage(FILE *f)
             "  --fill-drain      put every task first, then drain them\n"
             "  --json            also print one JSON summary line\n"
             "  --wait-ms MS      long-poll wait of a pull (default 100)\n"
+            "  --max-depth N     set the queue's max_depth first: producers "
+            "back off on\n"
+            "                    QUEUE_FULL by the broker's retry_after_ms "
+            "and put again\n"
             "  --lease-ms MS     lease per pull, long enough that none "
             "expire (default 600000)\n"
             "  --timeout SEC     bound on the run, and again on the drain "
@@ -1176,6 +1227,8 @@ int main(int argc, char **argv)
             o->inflight = (uint32_t)parse_u64(a, v, 1, 1024);
         else if (strcmp(a, "--wait-ms") == 0)
             o->wait_ms = (uint32_t)parse_u64(a, v, 0, 60000);
+        else if (strcmp(a, "--max-depth") == 0)
+            o->max_depth = parse_u64(a, v, 1, UINT64_C(1) << 40);
         else if (strcmp(a, "--lease-ms") == 0)
             o->lease_ms = (uint32_t)parse_u64(a, v, 1, 86400000);
         else if (strcmp(a, "--timeout") == 0)
