@@ -89,6 +89,7 @@ static const char usage_main[] =
     "Commands:\n"
     "  queues                         list queues with their depths\n"
     "  stats QUEUE                    counters and settings of a queue\n"
+    "  workers QUEUE                  workers reporting load, their capacity\n"
     "  peek QUEUE                     show tasks without leasing them\n"
     "  put QUEUE (DATA | -)           put a task ('-' reads stdin)\n"
     "  pull QUEUE                     lease tasks (optionally ack them)\n"
@@ -125,6 +126,13 @@ static const cmd_help helps[] = {
               "JSON: the stats object (ready, delayed, leased, dead,\n"
               "put_total, ..., settings {lease_ms, ...}, node_id).\n"
               "Exit 1 with NOT_FOUND for an unknown queue.\n"},
+    {"workers", "usage: clawqctl workers QUEUE\n"
+                "\n"
+                "Lists the workers that reported load for QUEUE (to the\n"
+                "answering node) within the last three report intervals:\n"
+                "connection, name, capacity, tasks in flight, age of the\n"
+                "last report. JSON: {\"workers\": [{\"conn_id\", \"name\",\n"
+                "\"capacity\", \"inflight\", \"last_report_age_ms\"}]}.\n"},
     {"peek", "usage: clawqctl peek QUEUE [--state ready|delayed|leased|dead] "
              "[-n N]\n"
              "\n"
@@ -698,6 +706,46 @@ static int cmd_queues(ctl *x, int argc, char **argv)
         }
     }
     clawq_queue_stats_free(qs);
+    return 0;
+}
+
+static int cmd_workers(ctl *x, int argc, char **argv)
+{
+    args a = {.cmd = "workers"};
+    clawq_worker *w = NULL;
+    size_t n = 0, i;
+    char b[64];
+    int rc;
+
+    args_parse(x, &a, "workers", argc, argv, NULL, 0);
+    pos_count(&a, 1, 1, "QUEUE");
+    queue_arg(&a, a.pos[0]);
+    connect_or_die(x);
+    rc = clawq_workers(x->c, a.pos[0], &w, &n);
+    if (rc < 0)
+        broker_error(x, rc);
+    if (x->json) {
+        fputs("{\"workers\":[", stdout);
+        for (i = 0; i < n; i++) {
+            printf("%s{\"conn_id\":%llu,\"name\":", i ? "," : "",
+                   (unsigned long long)w[i].conn_id);
+            text_json_cstr(stdout, w[i].name);
+            printf(",\"capacity\":%u,\"inflight\":%u,"
+                   "\"last_report_age_ms\":%llu}",
+                   w[i].capacity, w[i].inflight,
+                   (unsigned long long)w[i].last_report_age_ms);
+        }
+        fputs("]}\n", stdout);
+    } else {
+        printf("%-8s %-24s %9s %9s %s\n", "CONN", "NAME", "CAPACITY",
+               "INFLIGHT", "LAST_REPORT");
+        for (i = 0; i < n; i++)
+            printf("%-8llu %-24s %9u %9u %s ago\n",
+                   (unsigned long long)w[i].conn_id,
+                   w[i].name[0] ? w[i].name : "-", w[i].capacity, w[i].inflight,
+                   dur_fmt(w[i].last_report_age_ms, b, sizeof(b)));
+    }
+    clawq_workers_free(w);
     return 0;
 }
 
@@ -1304,11 +1352,11 @@ static const struct {
     const char *name;
     int (*run)(ctl *x, int argc, char **argv);
 } commands[] = {
-    {"queues", cmd_queues}, {"stats", cmd_stats}, {"peek", cmd_peek},
-    {"put", cmd_put},       {"pull", cmd_pull},   {"ack", cmd_ack},
-    {"nack", cmd_nack},     {"fail", cmd_fail},   {"dlq", cmd_dlq},
-    {"queue", cmd_queue},   {"pause", cmd_pause}, {"resume", cmd_resume},
-    {"purge", cmd_purge},
+    {"queues", cmd_queues}, {"stats", cmd_stats},     {"peek", cmd_peek},
+    {"put", cmd_put},       {"pull", cmd_pull},       {"ack", cmd_ack},
+    {"nack", cmd_nack},     {"fail", cmd_fail},       {"dlq", cmd_dlq},
+    {"queue", cmd_queue},   {"pause", cmd_pause},     {"resume", cmd_resume},
+    {"purge", cmd_purge},   {"workers", cmd_workers},
 };
 
 int main(int argc, char **argv)

@@ -2257,6 +2257,56 @@ int clawq_queue_stats_get(clawq_client *c, const char *queue,
     return 0;
 }
 
+int clawq_workers(clawq_client *c, const char *queue, clawq_worker **workers,
+                  size_t *n)
+{
+    Clawq__WorkersRequest req = CLAWQ__WORKERS_REQUEST__INIT;
+    Clawq__Response *r;
+    clawq_worker *out = NULL;
+    size_t i, count;
+    int rc;
+
+    if (c == NULL)
+        return CLAWQ_EINVALID;
+    err_reset(c);
+    rc = check_queue(c, queue);
+    if (rc < 0)
+        return rc;
+    if (workers == NULL || n == NULL)
+        return set_err(c, CLAWQ_EINVALID, "workers or n is NULL");
+    req.queue = unconst(queue);
+    rc = call(c, CLAWQ__REQUEST__BODY_WORKERS, &req.base, true, 0,
+              CLAWQ__RESPONSE__BODY_WORKERS, &r);
+    if (rc < 0)
+        return rc;
+    count = r->workers->n_workers;
+    if (count > 0) {
+        out = calloc(count, sizeof(*out));
+        if (out == NULL) {
+            clawq__response__free_unpacked(r, NULL);
+            return set_err(c, CLAWQ_ENOMEM, "out of memory");
+        }
+    }
+    for (i = 0; i < count; i++) {
+        const Clawq__Worker *w = r->workers->workers[i];
+        out[i].conn_id = w->conn_id;
+        snprintf(out[i].name, sizeof(out[i].name), "%s",
+                 w->name != NULL ? w->name : "");
+        out[i].capacity = w->capacity;
+        out[i].inflight = w->inflight;
+        out[i].last_report_age_ms = w->last_report_age_ms;
+    }
+    clawq__response__free_unpacked(r, NULL);
+    *workers = out;
+    *n = count;
+    return 0;
+}
+
+void clawq_workers_free(clawq_worker *workers)
+{
+    free(workers);
+}
+
 int clawq_queues(clawq_client *c, clawq_queue_stats **queues, size_t *n)
 {
     Clawq__QueuesRequest req = CLAWQ__QUEUES_REQUEST__INIT;

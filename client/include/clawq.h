@@ -587,6 +587,23 @@ CLAWQ_EXTERN void clawq_queue_stats_free(clawq_queue_stats *queues);
 CLAWQ_EXTERN int clawq_queue_set(clawq_client *c, const char *queue,
                                  const clawq_queue_settings *settings);
 
+/* A worker that reported load for a queue (clawq_report) to the answering
+ * node within the last three report intervals. */
+typedef struct clawq_worker {
+    uint64_t conn_id; /* its connection on that node */
+    char name[65];    /* its client_name */
+    uint32_t capacity;
+    uint32_t inflight; /* reported, plus leased to it since */
+    uint64_t last_report_age_ms;
+} clawq_worker;
+
+/* The live workers of queue. Blocking. On success *workers is a malloc'd
+ * array of *n entries (NULL when 0) the caller frees with
+ * clawq_workers_free. */
+CLAWQ_EXTERN int clawq_workers(clawq_client *c, const char *queue,
+                               clawq_worker **workers, size_t *n);
+CLAWQ_EXTERN void clawq_workers_free(clawq_worker *workers);
+
 /* Pauses queue: pulls lease nothing until clawq_resume. */
 CLAWQ_EXTERN int clawq_pause(clawq_client *c, const char *queue);
 

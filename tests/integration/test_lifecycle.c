@@ -630,6 +630,18 @@ START_TEST(test_report_capacity)
     ck_assert_uint_le(n + n2, 2);
     clawq_tasks_free(t);
 
+    /* The worker list shows it, with what it holds now. */
+    {
+        clawq_worker *w = NULL;
+        size_t nw = 0;
+        th_assert_ok(C, clawq_workers(C, "work", &w, &nw));
+        ck_assert_uint_eq(nw, 1);
+        ck_assert_uint_eq(w[0].capacity, 2);
+        ck_assert_uint_eq(w[0].inflight, n);
+        ck_assert_uint_lt(w[0].last_report_age_ms, 10000);
+        clawq_workers_free(w);
+    }
+
     /* Another connection, with no report, is not limited. */
     other = th_connect(B);
     t = pull(other, "work", 10, 0, &n2);
