@@ -1816,6 +1816,29 @@ int clawq_pull_async(clawq_client *c, const char *queue, uint32_t max,
     return push_now(c);
 }
 
+/* Fills req with the n lease references; the arrays behind it go to *lr
+ * and *lrp, which the caller frees (also on failure). */
+static int ack_request_fill(clawq_client *c, const clawq_lease_ref *refs,
+                            size_t n, Clawq__AckRequest *req,
+                            Clawq__LeaseRef **lr, Clawq__LeaseRef ***lrp)
+{
+    *lr = calloc(n, sizeof(**lr));
+    *lrp = calloc(n, sizeof(**lrp));
+    if (*lr == NULL || *lrp == NULL)
+        return set_err(c, CLAWQ_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        Clawq__LeaseRef init = CLAWQ__LEASE_REF__INIT;
+
+        (*lr)[i] = init;
+        (*lr)[i].id = refs[i].id;
+        (*lr)[i].lease_id = refs[i].lease_id;
+        (*lrp)[i] = &(*lr)[i];
+    }
+    req->n_tasks = n;
+    req->tasks = *lrp;
+    return 0;
+}
+
 int clawq_ack_batch_async(clawq_client *c, const clawq_lease_ref *refs,
                           size_t n, void *user, clawq_ticket *ticket)
 {
@@ -1837,22 +1860,9 @@ int clawq_ack_batch_async(clawq_client *c, const clawq_lease_ref *refs,
     rc = ticket_check(c);
     if (rc < 0)
         return rc;
-    lr = calloc(n, sizeof(*lr));
-    lrp = calloc(n, sizeof(*lrp));
-    if (lr == NULL || lrp == NULL) {
-        rc = set_err(c, CLAWQ_ENOMEM, "out of memory");
+    rc = ack_request_fill(c, refs, n, &req, &lr, &lrp);
+    if (rc < 0)
         goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        Clawq__LeaseRef init = CLAWQ__LEASE_REF__INIT;
-
-        lr[i] = init;
-        lr[i].id = refs[i].id;
-        lr[i].lease_id = refs[i].lease_id;
-        lrp[i] = &lr[i];
-    }
-    req.n_tasks = n;
-    req.tasks = lrp;
     body_len = clawq__ack_request__get_packed_size(&req);
     body = malloc(body_len > 0 ? body_len : 1);
     if (body == NULL) {
@@ -2068,22 +2078,9 @@ int clawq_ack_batch(clawq_client *c, const clawq_lease_ref *refs, size_t n,
     if (refs == NULL || n == 0 || n > CLAWQ_MAX_BATCH_TASKS)
         return set_err(c, CLAWQ_EINVALID, "an ack batch holds 1..%d tasks",
                        CLAWQ_MAX_BATCH_TASKS);
-    lr = calloc(n, sizeof(*lr));
-    lrp = calloc(n, sizeof(*lrp));
-    if (lr == NULL || lrp == NULL) {
-        rc = set_err(c, CLAWQ_ENOMEM, "out of memory");
+    rc = ack_request_fill(c, refs, n, &req, &lr, &lrp);
+    if (rc < 0)
         goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        Clawq__LeaseRef init = CLAWQ__LEASE_REF__INIT;
-
-        lr[i] = init;
-        lr[i].id = refs[i].id;
-        lr[i].lease_id = refs[i].lease_id;
-        lrp[i] = &lr[i];
-    }
-    req.n_tasks = n;
-    req.tasks = lrp;
     rc = call(c, CLAWQ__REQUEST__BODY_ACK, &req.base, false, 0,
               CLAWQ__RESPONSE__BODY_ACK, &r);
     if (rc < 0)
