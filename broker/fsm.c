@@ -1269,6 +1269,20 @@ static bool error_matches(const task_rec *t, cq_bytes substr)
                   substr.len) != NULL;
 }
 
+/* An existing queue by name: CLAWQ_EINVALID for a bad name,
+ * CLAWQ_ENOT_FOUND for an unknown one (with the detail set). */
+static int queue_existing(ctx *c, cq_bytes name, qentry **q)
+{
+    int rc;
+
+    if (!queue_name_is_valid(name))
+        return fail_detail(c, CLAWQ_EINVALID, "invalid queue name");
+    rc = queue_get(c, name, false, q);
+    if (rc == 0 && *q == NULL)
+        rc = fail_detail(c, CLAWQ_ENOT_FOUND, "no such queue");
+    return rc;
+}
+
 static int op_dlq(ctx *c, int type, const cmd_dlq *d, fsm_op_result *out)
 {
     uint8_t key[KEY_DEAD_LEN];
@@ -1280,13 +1294,9 @@ static int op_dlq(ctx *c, int type, const cmd_dlq *d, fsm_op_result *out)
     bool skip_equal = false;
     int rc;
 
-    if (!queue_name_is_valid(d->queue))
-        return fail_detail(c, CLAWQ_EINVALID, "invalid queue name");
-    rc = queue_get(c, d->queue, false, &q);
+    rc = queue_existing(c, d->queue, &q);
     if (rc != 0)
         return rc;
-    if (q == NULL)
-        return fail_detail(c, CLAWQ_ENOT_FOUND, "no such queue");
     rc = store_cursor_open(c->t, STORE_DB_DEAD, &cur);
     if (rc != 0)
         return rc;
@@ -1368,13 +1378,9 @@ static int op_queue_purge(ctx *c, const cmd_queue *qo, fsm_op_result *out)
     bool skip_equal = false;
     int rc;
 
-    if (!queue_name_is_valid(qo->queue))
-        return fail_detail(c, CLAWQ_EINVALID, "invalid queue name");
-    rc = queue_get(c, qo->queue, false, &q);
+    rc = queue_existing(c, qo->queue, &q);
     if (rc != 0)
         return rc;
-    if (q == NULL)
-        return fail_detail(c, CLAWQ_ENOT_FOUND, "no such queue");
 
     /* Ready: always the queue's first entry. */
     rc = store_cursor_open(c->t, STORE_DB_READY, &cur);

@@ -921,6 +921,28 @@ static void batch_done(void *arg, int status, const fsm_result *res,
     req_free(q);
 }
 
+/* The result of a request's single op, or NULL when the request or the op
+ * failed: then the failure is answered and q freed. */
+static const fsm_op_result *op_result(req *q, int status, const fsm_result *res,
+                                      size_t first)
+{
+    const fsm_op_result *o;
+
+    if (status != 0) {
+        reply_status(q->c, q->id, status, NULL);
+        req_free(q);
+        return NULL;
+    }
+    o = &res->ops[first];
+    if (o->status != 0) {
+        reply_status(q->c, q->id, o->status,
+                     res->detail[0] ? res->detail : NULL);
+        req_free(q);
+        return NULL;
+    }
+    return o;
+}
+
 /* nack, fail, extend, queue_set, pause, resume, dlq_*, purge. */
 static void single_done(void *arg, int status, const fsm_result *res,
                         size_t first, size_t n)
@@ -932,18 +954,9 @@ static void single_done(void *arg, int status, const fsm_result *res,
     const fsm_op_result *o;
 
     (void)n;
-    if (status != 0) {
-        reply_status(q->c, q->id, status, NULL);
-        req_free(q);
+    o = op_result(q, status, res, first);
+    if (o == NULL)
         return;
-    }
-    o = &res->ops[first];
-    if (o->status != 0) {
-        reply_status(q->c, q->id, o->status,
-                     res->detail[0] ? res->detail : NULL);
-        req_free(q);
-        return;
-    }
     resp.id = q->id;
     switch (q->kind) {
     case REQ_EXTEND:
@@ -1015,18 +1028,9 @@ static void pull_done(void *arg, int status, const fsm_result *res,
     size_t i;
 
     (void)n;
-    if (status != 0) {
-        reply_status(q->c, q->id, status, NULL);
-        req_free(q);
+    o = op_result(q, status, res, first);
+    if (o == NULL)
         return;
-    }
-    o = &res->ops[first];
-    if (o->status != 0) {
-        reply_status(q->c, q->id, o->status,
-                     res->detail[0] ? res->detail : NULL);
-        req_free(q);
-        return;
-    }
     if (o->n_tasks == 0) {
         pull_wait(q, true);
         return;
