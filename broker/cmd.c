@@ -22,7 +22,7 @@ const char *cmd_type_name(int type)
         "",          "put",         "lease",        "extend",
         "ack",       "nack",        "fail",         "tick",
         "queue_set", "queue_pause", "queue_resume", "dlq_replay",
-        "dlq_purge", "queue_purge",
+        "dlq_purge", "queue_purge", "workers",
     };
     if (type < 0 || (size_t)type >= sizeof(names) / sizeof(names[0]))
         return "";
@@ -165,6 +165,15 @@ static int pack_op(msgpack_packer *pk, const cmd_op *op)
         msgpack_pack_uint64(pk, d->from_ms);
         msgpack_pack_uint64(pk, d->to_ms);
         msgpack_pack_uint32(pk, d->max);
+        return 0;
+    case CMD_WORKERS:
+        msgpack_pack_array(pk, 6);
+        msgpack_pack_uint8(pk, op->type);
+        pack_bytes(pk, op->u.workers.queue);
+        msgpack_pack_uint32(pk, op->u.workers.workers);
+        msgpack_pack_uint32(pk, op->u.workers.median_capacity);
+        msgpack_pack_uint64(pk, op->u.workers.capacity);
+        msgpack_pack_uint64(pk, op->u.workers.inflight);
         return 0;
     default:
         return CLAWQ_EINVALID;
@@ -422,6 +431,16 @@ static int decode_op(const msgpack_object *o, cmd_op *op)
         if (!d_bytes(&f[1], &d->queue) || !d_bytes(&f[2], &d->error_substr) ||
             !d_u64(&f[3], UINT64_MAX, &d->from_ms) ||
             !d_u64(&f[4], UINT64_MAX, &d->to_ms) || !d_u32(&f[5], &d->max))
+            return CLAWQ_ECORRUPT;
+        return 0;
+    }
+    case CMD_WORKERS: {
+        cmd_workers *w = &op->u.workers;
+        NEED(6);
+        if (!d_bytes(&f[1], &w->queue) || !d_u32(&f[2], &w->workers) ||
+            !d_u32(&f[3], &w->median_capacity) ||
+            !d_u64(&f[4], UINT64_MAX, &w->capacity) ||
+            !d_u64(&f[5], UINT64_MAX, &w->inflight))
             return CLAWQ_ECORRUPT;
         return 0;
     }

@@ -46,6 +46,7 @@ enum cmd_type {
     CMD_DLQ_REPLAY = 11,
     CMD_DLQ_PURGE = 12,
     CMD_QUEUE_PURGE = 13,
+    CMD_WORKERS = 14,
 };
 
 /* "put", "lease", ... or "" */
@@ -120,6 +121,14 @@ typedef struct cmd_dlq { /* dlq_replay, dlq_purge */
 } cmd_dlq;
 #define CMD_DLQ_DEFAULT 10000
 
+typedef struct cmd_workers { /* the leader's worker summary for a queue */
+    cq_bytes queue;
+    uint32_t workers;
+    uint32_t median_capacity;
+    uint64_t capacity;
+    uint64_t inflight;
+} cmd_workers;
+
 typedef struct cmd_op {
     uint8_t type; /* enum cmd_type */
     union {
@@ -131,6 +140,7 @@ typedef struct cmd_op {
         cmd_queue_set queue_set;
         cmd_queue queue;
         cmd_dlq dlq;
+        cmd_workers workers;
     } u;
 } cmd_op;
 

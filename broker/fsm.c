@@ -1443,6 +1443,23 @@ static int op_queue_purge(ctx *c, const cmd_queue *qo, fsm_op_result *out)
     return rc == CLAWQ_ENOT_FOUND ? CLAWQ_ECORRUPT : rc;
 }
 
+/* The leader's worker summary: kept on an existing queue, as is. */
+static int op_workers(ctx *c, const cmd_workers *w)
+{
+    qentry *q;
+    int rc = queue_existing(c, w->queue, &q);
+
+    if (rc != 0)
+        return rc;
+    q->rec.workers.workers = w->workers;
+    q->rec.workers.median_capacity = w->median_capacity;
+    q->rec.workers.capacity = w->capacity;
+    q->rec.workers.inflight = w->inflight;
+    q->rec.workers.at_ms = c->now;
+    q->dirty = true;
+    return 0;
+}
+
 static int apply_op(ctx *c, const cmd_op *op, fsm_op_result *out)
 {
     switch (op->type) {
@@ -1468,6 +1485,8 @@ static int apply_op(ctx *c, const cmd_op *op, fsm_op_result *out)
         return op_dlq(c, op->type, &op->u.dlq, out);
     case CMD_QUEUE_PURGE:
         return op_queue_purge(c, &op->u.queue, out);
+    case CMD_WORKERS:
+        return op_workers(c, &op->u.workers);
     default:
         return fail_detail(c, CLAWQ_EINVALID, "unknown op");
     }

@@ -61,6 +61,11 @@ enum {
     QK_FAILED_TOTAL = 29,
     QK_EXPIRED_TOTAL = 30,
     QK_DEAD_TOTAL = 31,
+    QK_W_WORKERS = 40,
+    QK_W_MEDIAN = 41,
+    QK_W_CAPACITY = 42,
+    QK_W_INFLIGHT = 43,
+    QK_W_AT = 44,
 };
 
 const char *dead_reason_name(int reason)
@@ -237,7 +242,7 @@ int queue_rec_encode(const queue_rec *q, cq_buf *out)
 
     /* Settings are always written (a zero is a real value there). */
     enc_init(&e, out);
-    msgpack_pack_map(&e.pk, 3 + 8 + 12);
+    msgpack_pack_map(&e.pk, 3 + 8 + 12 + (q->workers.at_ms != 0 ? 5 : 0));
     enc_u64(&e, QK_QID, q->qid);
     enc_u64(&e, QK_CREATED, q->created_ms);
     enc_u64(&e, QK_OLDEST_READY, q->oldest_ready_ms);
@@ -261,6 +266,13 @@ int queue_rec_encode(const queue_rec *q, cq_buf *out)
     enc_u64(&e, QK_FAILED_TOTAL, c->failed_total);
     enc_u64(&e, QK_EXPIRED_TOTAL, c->expired_total);
     enc_u64(&e, QK_DEAD_TOTAL, c->dead_total);
+    if (q->workers.at_ms != 0) {
+        enc_u64(&e, QK_W_WORKERS, q->workers.workers);
+        enc_u64(&e, QK_W_MEDIAN, q->workers.median_capacity);
+        enc_u64(&e, QK_W_CAPACITY, q->workers.capacity);
+        enc_u64(&e, QK_W_INFLIGHT, q->workers.inflight);
+        enc_u64(&e, QK_W_AT, q->workers.at_ms);
+    }
     return e.err;
 }
 
@@ -668,6 +680,16 @@ static bool queue_field(queue_rec *q, uint64_t key, const msgpack_object *v)
         return get_u64(v, UINT64_MAX, &c->expired_total);
     case QK_DEAD_TOTAL:
         return get_u64(v, UINT64_MAX, &c->dead_total);
+    case QK_W_WORKERS:
+        return u32_field(v, &q->workers.workers);
+    case QK_W_MEDIAN:
+        return u32_field(v, &q->workers.median_capacity);
+    case QK_W_CAPACITY:
+        return get_u64(v, UINT64_MAX, &q->workers.capacity);
+    case QK_W_INFLIGHT:
+        return get_u64(v, UINT64_MAX, &q->workers.inflight);
+    case QK_W_AT:
+        return get_u64(v, UINT64_MAX, &q->workers.at_ms);
     default:
         return true;
     }

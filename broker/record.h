@@ -98,12 +98,23 @@ typedef struct queue_counters {
     uint64_t dead_total;    /* tasks moved to the dead-letter queue */
 } queue_counters;
 
+/* The leader's periodic summary of the workers' load reports for a queue,
+ * replicated so every node answers the autoscaler alike. */
+typedef struct queue_workers {
+    uint32_t workers;
+    uint32_t median_capacity;
+    uint64_t capacity;
+    uint64_t inflight;
+    uint64_t at_ms; /* when the leader made it; 0 = never */
+} queue_workers;
+
 typedef struct queue_rec {
     uint32_t qid;
     uint64_t created_ms;
     uint64_t oldest_ready_ms; /* ready_at of the oldest ready task; 0 = none */
     queue_settings settings;
     queue_counters counters;
+    queue_workers workers;
 } queue_rec;
 
 /* Queue settings defaults (DESIGN.md section 2). */

@@ -226,6 +226,7 @@ void sess_drain(sess *c)
 static void read_resume_maybe(sess *c);
 static void start_reading(sess *c);
 static void on_flush_idle(uv_idle_t *h);
+static void on_report_timer(uv_timer_t *t);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static bool process_frames(sess *c);
@@ -350,6 +351,11 @@ static void on_flush_idle(uv_idle_t *h)
 
 void sess_server_init(server *srv)
 {
+    uv_timer_init(srv->loop, &srv->report_timer);
+    srv->report_timer.data = srv;
+    uv_timer_start(&srv->report_timer, on_report_timer,
+                   srv->limits.report_interval_ms,
+                   srv->limits.report_interval_ms);
     uv_check_init(srv->loop, &srv->flush_check);
     srv->flush_check.data = srv;
     uv_check_start(&srv->flush_check, on_flush_check);
@@ -359,6 +365,7 @@ void sess_server_init(server *srv)
 
 void sess_server_close(server *srv)
 {
+    uv_close((uv_handle_t *)&srv->report_timer, NULL);
     uv_close((uv_handle_t *)&srv->flush_check, NULL);
     uv_close((uv_handle_t *)&srv->flush_idle, NULL);
 }
@@ -519,6 +526,112 @@ size_t sess_workers_list(server *srv, cq_bytes queue, sess_worker *out,
         n++;
     }
     return n;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The live reports of a queue on this node, summed, with the median
+ * capacity. */
+static void workers_live(server *srv, cq_bytes queue, queue_workers *out)
+{
+    uint64_t now = uv_now(srv->loop);
+    uint32_t caps[256];
+    size_t n = 0;
+    sess *c;
+
+    memset(out, 0, sizeof(*out));
+    for (c = srv->sessions; c != NULL; c = c->next) {
+        report *r = report_live(c, queue, now);
+        if (r == NULL)
+            continue;
+        out->workers++;
+        out->capacity += r->capacity;
+        out->inflight += (uint64_t)r->inflight + r->n_leased;
+        if (n < sizeof(caps) / sizeof(caps[0]))
+            caps[n++] = r->capacity;
+    }
+    if (n > 0) {
+        qsort(caps, n, sizeof(caps[0]), cmp_u32);
+        out->median_capacity = caps[n / 2];
+    }
+    out->at_ms = repl_now_ms(srv->r);
+}
+
+void sess_workers_summary(server *srv, const fsm_queue_stats *st,
+                          queue_workers *out)
+{
+    uint64_t now;
+
+    if (repl_is_leader(srv->r)) {
+        workers_live(srv, cq_bytes_str(st->name), out);
+        return;
+    }
+    /* A follower: the leader's replicated summary, while it is fresh. */
+    now = repl_now_ms(srv->r);
+    *out = st->rec.workers;
+    if (out->at_ms == 0 ||
+        now > out->at_ms + 3 * srv->limits.report_interval_ms)
+        memset(out, 0, sizeof(*out));
+}
+
+static void summary_done(void *arg, int status, const fsm_result *res,
+                         size_t first, size_t n)
+{
+    (void)arg;
+    (void)res;
+    (void)first;
+    (void)n;
+    if (status != 0)
+        LOG(LOG_DEBUG, "sess.summary_failed", "status=%s",
+            clawq_err_name(status));
+}
+
+/* Every report interval the leader replicates the queues' worker
+ * summaries that changed (or would look stale to followers). */
+static void on_report_timer(uv_timer_t *t)
+{
+    server *srv = t->data;
+    fsm_queue_stats *list = NULL;
+    cmd_op *ops = NULL;
+    size_t n = 0, n_ops = 0, i;
+    uint64_t now;
+
+    if (!repl_is_leader(srv->r) || srv->shutting_down ||
+        fsm_queue_list(srv->s, &list, &n) != 0 || n == 0)
+        goto done;
+    ops = calloc(n, sizeof(*ops));
+    if (ops == NULL)
+        goto done;
+    now = repl_now_ms(srv->r);
+    for (i = 0; i < n; i++) {
+        const queue_workers *old = &list[i].rec.workers;
+        queue_workers w;
+
+        workers_live(srv, cq_bytes_str(list[i].name), &w);
+        if (w.workers == 0 && old->workers == 0)
+            continue; /* nothing to say, nothing to take back */
+        if (w.workers == old->workers && w.capacity == old->capacity &&
+            w.inflight == old->inflight &&
+            w.median_capacity == old->median_capacity &&
+            now < old->at_ms + srv->limits.report_interval_ms)
+            continue;
+        ops[n_ops].type = CMD_WORKERS;
+        ops[n_ops].u.workers.queue = cq_bytes_str(list[i].name);
+        ops[n_ops].u.workers.workers = w.workers;
+        ops[n_ops].u.workers.median_capacity = w.median_capacity;
+        ops[n_ops].u.workers.capacity = w.capacity;
+        ops[n_ops].u.workers.inflight = w.inflight;
+        n_ops++;
+    }
+    if (n_ops > 0)
+        repl_submit(srv->r, ops, n_ops, summary_done, NULL);
+done:
+    free(ops);
+    free(list);
 }
 
 void sess_reports_sum(server *srv, cq_bytes queue, uint32_t *workers,
@@ -774,8 +887,8 @@ static void fill_stats(tmp *t, server *srv, const fsm_queue_stats *st,
     const queue_counters *n = &st->rec.counters;
     const queue_settings *s = &st->rec.settings;
     Clawq__QueueSettings *qs = tmp_alloc(t, sizeof(*qs));
-    uint64_t now = repl_now_ms(srv->r), cap, infl;
-    uint32_t workers;
+    uint64_t now = repl_now_ms(srv->r);
+    queue_workers wk;
 
     clawq__queue_stats__init(m);
 #define SET(field, v)                                                          \
@@ -802,10 +915,10 @@ static void fill_stats(tmp *t, server *srv, const fsm_queue_stats *st,
             ? now - st->rec.oldest_ready_ms
             : 0);
     SET(created_ms, st->rec.created_ms);
-    sess_reports_sum(srv, cq_bytes_str(st->name), &workers, &cap, &infl);
-    SET(workers, workers);
-    SET(worker_capacity, cap);
-    SET(worker_inflight, infl);
+    sess_workers_summary(srv, st, &wk);
+    SET(workers, wk.workers);
+    SET(worker_capacity, wk.capacity);
+    SET(worker_inflight, wk.inflight);
 #undef SET
     if (qs == NULL)
         return;

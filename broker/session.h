@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "fsm.h"
 #include "metrics.h"
 #include "repl.h"
 #include "scheduler.h"
@@ -48,9 +49,10 @@ typedef struct server {
     sess *sessions; /* all open sessions */
     size_t n_sessions;
     uint64_t next_conn_id;
-    sess *dirty;            /* sessions with replies to flush this turn */
-    uv_check_t flush_check; /* flushes them after the loop's I/O */
-    uv_idle_t flush_idle;   /* keeps poll from blocking while any wait */
+    sess *dirty;             /* sessions with replies to flush this turn */
+    uv_check_t flush_check;  /* flushes them after the loop's I/O */
+    uv_idle_t flush_idle;    /* keeps poll from blocking while any wait */
+    uv_timer_t report_timer; /* the leader replicates worker summaries */
     void (*on_session_closed)(struct server *srv); /* net's drain check */
     void *drain_ctx;                               /* net's, for that */
 } server;
@@ -89,6 +91,12 @@ typedef struct sess_worker {
  * up to max into out; returns how many there are. */
 size_t sess_workers_list(server *srv, cq_bytes queue, sess_worker *out,
                          size_t max);
+
+/* The workers of a queue as every node should see them: on the leader,
+ * its live reports (the median capacity among them); on a follower, the
+ * leader's replicated summary (sent each report interval) while fresh. */
+void sess_workers_summary(server *srv, const fsm_queue_stats *st,
+                          queue_workers *out);
 
 /* Sum of the live worker reports for a queue over all sessions. */
 void sess_reports_sum(server *srv, cq_bytes queue, uint32_t *workers,

@@ -65,6 +65,8 @@ static bool op_within(const cmd_op *op, const void *buf, size_t len)
     case CMD_QUEUE_RESUME:
     case CMD_QUEUE_PURGE:
         return within(op->u.queue.queue, buf, len);
+    case CMD_WORKERS:
+        return within(op->u.workers.queue, buf, len);
     case CMD_DLQ_REPLAY:
     case CMD_DLQ_PURGE:
         return within(op->u.dlq.queue, buf, len) &&
@@ -107,6 +109,9 @@ static void assert_op_within(const cmd_op *op, const void *buf, size_t len)
     case CMD_QUEUE_RESUME:
     case CMD_QUEUE_PURGE:
         ck_assert(within(op->u.queue.queue, buf, len));
+        break;
+    case CMD_WORKERS:
+        ck_assert(within(op->u.workers.queue, buf, len));
         break;
     case CMD_DLQ_REPLAY:
     case CMD_DLQ_PURGE:
@@ -192,6 +197,12 @@ static bool op_eq(const cmd_op *a, const cmd_op *b)
     case CMD_QUEUE_RESUME:
     case CMD_QUEUE_PURGE:
         return bytes_eq(a->u.queue.queue, b->u.queue.queue);
+    case CMD_WORKERS:
+        return bytes_eq(a->u.workers.queue, b->u.workers.queue) &&
+               a->u.workers.workers == b->u.workers.workers &&
+               a->u.workers.median_capacity == b->u.workers.median_capacity &&
+               a->u.workers.capacity == b->u.workers.capacity &&
+               a->u.workers.inflight == b->u.workers.inflight;
     case CMD_DLQ_REPLAY:
     case CMD_DLQ_PURGE:
         return bytes_eq(a->u.dlq.queue, b->u.dlq.queue) &&
@@ -278,6 +289,14 @@ static void assert_op_eq(const cmd_op *a, const cmd_op *b)
     case CMD_QUEUE_RESUME:
     case CMD_QUEUE_PURGE:
         assert_bytes_eq(a->u.queue.queue, b->u.queue.queue);
+        break;
+    case CMD_WORKERS:
+        assert_bytes_eq(a->u.workers.queue, b->u.workers.queue);
+        ck_assert_uint_eq(a->u.workers.workers, b->u.workers.workers);
+        ck_assert_uint_eq(a->u.workers.median_capacity,
+                          b->u.workers.median_capacity);
+        ck_assert_uint_eq(a->u.workers.capacity, b->u.workers.capacity);
+        ck_assert_uint_eq(a->u.workers.inflight, b->u.workers.inflight);
         break;
     case CMD_DLQ_REPLAY:
     case CMD_DLQ_PURGE:
@@ -443,6 +462,12 @@ static void fixture_setup(void)
     op->u.queue.queue = cq_bytes_str("resumed.q");
     op = add(CMD_QUEUE_PURGE);
     op->u.queue.queue = cq_bytes_str("purged.q");
+    op = add(CMD_WORKERS);
+    op->u.workers.queue = cq_bytes_str("gpu");
+    op->u.workers.workers = 3;
+    op->u.workers.median_capacity = 8;
+    op->u.workers.capacity = 1u << 20;
+    op->u.workers.inflight = (1ull << 40) + 5;
 
     /* dlq */
     op = add(CMD_DLQ_REPLAY);
@@ -513,10 +538,10 @@ END_TEST
 START_TEST(test_roundtrip_every_type_named)
 {
     /* The fixture covers all thirteen types and each has a name. */
-    bool seen[CMD_QUEUE_PURGE + 1] = {false};
+    bool seen[CMD_WORKERS + 1] = {false};
     for (size_t i = 0; i < g_n_ops; i++)
         seen[g_ops[i].type] = true;
-    for (int t = CMD_PUT; t <= CMD_QUEUE_PURGE; t++) {
+    for (int t = CMD_PUT; t <= CMD_WORKERS; t++) {
         ck_assert_msg(seen[t], "type %d not covered", t);
         ck_assert_str_ne(cmd_type_name(t), "");
     }
@@ -524,7 +549,7 @@ START_TEST(test_roundtrip_every_type_named)
     ck_assert_str_eq(cmd_type_name(CMD_LEASE), "lease");
     ck_assert_str_eq(cmd_type_name(CMD_TICK), "tick");
     ck_assert_str_eq(cmd_type_name(0), "");
-    ck_assert_str_eq(cmd_type_name(CMD_QUEUE_PURGE + 1), "");
+    ck_assert_str_eq(cmd_type_name(CMD_WORKERS + 1), "");
 }
 END_TEST
 
@@ -578,7 +603,7 @@ START_TEST(test_writer_rejects_unknown_type)
     cmd_writer_init(&w);
     op.type = 0;
     ck_assert_int_eq(cmd_writer_add(&w, &op), CLAWQ_EINVALID);
-    op.type = CMD_QUEUE_PURGE + 1;
+    op.type = CMD_WORKERS + 1;
     ck_assert_int_eq(cmd_writer_add(&w, &op), CLAWQ_EINVALID);
     op.type = 255;
     ck_assert_int_eq(cmd_writer_add(&w, &op), CLAWQ_EINVALID);
@@ -974,7 +999,7 @@ static void check_valid_decode(const cmd_batch *b, const uint8_t *buf,
     if (b->n_ops > CMD_MAX_OPS)
         ck_assert_uint_le(b->n_ops, CMD_MAX_OPS);
     for (size_t i = 0; i < b->n_ops; i++) {
-        if (b->ops[i].type < CMD_PUT || b->ops[i].type > CMD_QUEUE_PURGE)
+        if (b->ops[i].type < CMD_PUT || b->ops[i].type > CMD_WORKERS)
             ck_abort_msg("decoded op type %u", b->ops[i].type);
         if (!op_within(&b->ops[i], buf, len))
             assert_op_within(&b->ops[i], buf, len);

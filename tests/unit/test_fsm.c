@@ -1087,6 +1087,36 @@ START_TEST(test_failed_put_creates_nothing)
 }
 END_TEST
 
+/* The leader's worker summary is kept on the queue record (so followers
+ * can answer the autoscaler alike) and stamped with the command's time. */
+START_TEST(test_workers_summary)
+{
+    fsm_queue_stats st;
+    cmd_op op;
+
+    memset(&op, 0, sizeof(op));
+    op.type = CMD_WORKERS;
+    op.u.workers.queue = cq_bytes_str("w");
+    op.u.workers.workers = 3;
+    op.u.workers.median_capacity = 4;
+    op.u.workers.capacity = 12;
+    op.u.workers.inflight = 7;
+    /* Unknown queue: not created. */
+    ck_assert_int_eq(apply1(T0, op), CLAWQ_ENOT_FOUND);
+    ck_assert_int_eq(fsm_queue_stats_get(g_store, cq_bytes_str("w"), &st),
+                     CLAWQ_ENOT_FOUND);
+    put_ok(T0, th_put("w", "x", 1));
+    ck_assert_int_eq(apply1(T0 + 5, op), 0);
+    ck_assert_int_eq(fsm_queue_stats_get(g_store, cq_bytes_str("w"), &st), 0);
+    ck_assert_uint_eq(st.rec.workers.workers, 3);
+    ck_assert_uint_eq(st.rec.workers.median_capacity, 4);
+    ck_assert_uint_eq(st.rec.workers.capacity, 12);
+    ck_assert_uint_eq(st.rec.workers.inflight, 7);
+    ck_assert_uint_eq(st.rec.workers.at_ms, T0 + 5);
+    ck_assert_uint_eq(st.rec.counters.ready, 1); /* nothing else moved */
+}
+END_TEST
+
 START_TEST(test_invalid_queue_name)
 {
     char long_name[QUEUE_NAME_MAX + 2], max_name[QUEUE_NAME_MAX + 1];
@@ -1315,6 +1345,7 @@ static Suite *fsm_suite(void)
         {"queue_set_max_depth", test_queue_set_max_depth},
         {"queue_set_max_payload", test_queue_set_max_payload},
         {"failed_put_creates_nothing", test_failed_put_creates_nothing},
+        {"workers_summary", test_workers_summary},
         {"invalid_queue_name", test_invalid_queue_name},
         {"counters_scripted", test_counters_scripted},
         {"oldest_ready_ignores_priority", test_oldest_ready_ignores_priority},
