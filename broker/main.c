@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "http.h"
 #include "log.h"
 #include "net.h"
 #include "repl.h"
@@ -28,6 +29,7 @@ typedef struct daemon_ctx {
     repl *r;
     sched *sc;
     net *n;
+    http_srv *http;
     server srv;
     uv_signal_t sigterm, sigint;
     uv_timer_t grace;
@@ -99,6 +101,10 @@ static void stop_core(void *arg)
     daemon_ctx *d = arg;
 
     uv_timer_stop(&d->grace);
+    if (d->http != NULL) {
+        http_close(d->http);
+        d->http = NULL;
+    }
     if (d->sc != NULL)
         sched_close(d->sc, sched_closed, d);
 }
@@ -216,6 +222,12 @@ int main(int argc, char **argv)
     rc = net_listen(&d.srv, d.cfg.listen, d.cfg.max_connections, &d.n);
     if (rc != 0) {
         LOG(LOG_ERROR, "clawqd.listen", "addr=%s error=\"%s\"", d.cfg.listen,
+            clawq_strerror(rc));
+        return 1;
+    }
+    rc = http_listen(&d.srv, d.cfg.http, &d.http);
+    if (rc != 0) {
+        LOG(LOG_ERROR, "clawqd.http", "addr=%s error=\"%s\"", d.cfg.http,
             clawq_strerror(rc));
         return 1;
     }
