@@ -16,6 +16,7 @@
 #include "log.h"
 #include "net.h"
 #include "repl.h"
+#include "scaler.h"
 #include "scheduler.h"
 #include "session.h"
 #include "store.h"
@@ -30,6 +31,7 @@ typedef struct daemon_ctx {
     sched *sc;
     net *n;
     http_srv *http;
+    scaler *scaler;
     server srv;
     uv_signal_t sigterm, sigint;
     uv_timer_t grace;
@@ -42,6 +44,7 @@ static void hook_applied(void *arg)
     daemon_ctx *d = arg;
     if (d->sc != NULL)
         sched_on_applied(d->sc);
+    scaler_on_applied(d->scaler);
 }
 
 static void hook_role(void *arg, bool leader)
@@ -129,6 +132,10 @@ static void on_signal(uv_signal_t *h, int signum)
     /* Waiting pullers are answered now (empty); then the drain. */
     d->srv.shutting_down = true;
     sched_on_role(d->sc, false);
+    if (d->scaler != NULL) {
+        scaler_close(d->scaler); /* ends streams, GOAWAY */
+        d->scaler = NULL;
+    }
     if (d->n != NULL) {
         net *n = d->n;
         d->n = NULL;
@@ -230,6 +237,16 @@ int main(int argc, char **argv)
         LOG(LOG_ERROR, "clawqd.http", "addr=%s error=\"%s\"", d.cfg.http,
             clawq_strerror(rc));
         return 1;
+    }
+    {
+        scaler_opts so_sc = {d.cfg.scaler, d.cfg.scaler_tls_cert,
+                             d.cfg.scaler_tls_key, d.cfg.scaler_tls_ca};
+        rc = scaler_listen(&d.srv, &so_sc, &d.scaler);
+        if (rc != 0) {
+            LOG(LOG_ERROR, "clawqd.scaler", "addr=%s error=\"%s\"",
+                d.cfg.scaler, clawq_strerror(rc));
+            return 1;
+        }
     }
 
     uv_timer_init(d.loop, &d.grace);

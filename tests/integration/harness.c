@@ -225,14 +225,16 @@ static uint16_t free_port(const uint16_t *avoid, int n_avoid)
 
 static void pick_ports(th_broker *b)
 {
-    uint16_t p[3];
+    uint16_t p[4];
 
     p[0] = free_port(p, 0);
     p[1] = free_port(p, 1);
     p[2] = free_port(p, 2);
+    p[3] = free_port(p, 3);
     b->port = p[0];
     b->raft_port = p[1];
     b->http_port = p[2];
+    b->scaler_port = p[3];
     snprintf(b->endpoint, sizeof(b->endpoint), "127.0.0.1:%u", b->port);
 }
 
@@ -257,9 +259,13 @@ static int wait_exit(pid_t pid, uint32_t timeout_ms)
     }
 }
 
+/* clawqd path, then --data, --listen, --raft, --http, --scaler with their
+ * values. */
+#define N_FIXED_ARGS 11
+
 static void spawn(th_broker *b)
 {
-    char listen[32], raft[32], http[32];
+    char listen[32], raft[32], http[32], scaler[32];
     char *argv[TH_MAX_ARGS + 16];
     int argc = 0, fd;
     pid_t parent = getpid(), pid;
@@ -269,6 +275,7 @@ static void spawn(th_broker *b)
     snprintf(listen, sizeof(listen), "127.0.0.1:%u", b->port);
     snprintf(raft, sizeof(raft), "127.0.0.1:%u", b->raft_port);
     snprintf(http, sizeof(http), "127.0.0.1:%u", b->http_port);
+    snprintf(scaler, sizeof(scaler), "127.0.0.1:%u", b->scaler_port);
     argv[argc++] = xstrdup(clawqd_path());
     argv[argc++] = xstrdup("--data");
     argv[argc++] = b->data;
@@ -278,6 +285,8 @@ static void spawn(th_broker *b)
     argv[argc++] = raft;
     argv[argc++] = xstrdup("--http");
     argv[argc++] = http;
+    argv[argc++] = xstrdup("--scaler");
+    argv[argc++] = scaler;
     for (int i = 0; i < b->n_args; i++)
         argv[argc++] = b->args[i];
     argv[argc] = NULL;
@@ -307,9 +316,11 @@ static void spawn(th_broker *b)
         _exit(127);
     }
     close(fd);
-    for (int i = 0; i < 9; i++)
+    /* The program and the flag names were xstrdup'd (0, 1, 3, ...);
+     * the values and the extra args are owned elsewhere. */
+    for (int i = 0; i < N_FIXED_ARGS; i++)
         if (i == 0 || i % 2 == 1)
-            free(argv[i]); /* the xstrdup'd ones */
+            free(argv[i]);
     b->pid = pid;
     snprintf(path, sizeof(path), "%s/clawqd.pid", b->dir);
     f = fopen(path, "w");

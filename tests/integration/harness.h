@@ -34,7 +34,7 @@ typedef struct th_broker {
     char dir[320];
     char data[352];
     char log_path[352];
-    uint16_t port, raft_port, http_port;
+    uint16_t port, raft_port, http_port, scaler_port;
     char endpoint[32];       /* "127.0.0.1:port" for clients */
     char *args[TH_MAX_ARGS]; /* extra clawqd flags, owned */
     int n_args;
