@@ -355,41 +355,6 @@ static void metric_name(const query *q, char *out, size_t outlen)
     }
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* The median capacity of the queue's live worker reports that have one,
- * or 0 when none has. */
-static double median_capacity(server *srv, cq_bytes queue)
-{
-    size_t n = sess_workers_list(srv, queue, NULL, 0), m = 0;
-    sess_worker *w;
-    uint32_t *caps;
-    double med = 0;
-
-    if (n == 0)
-        return 0;
-    w = calloc(n, sizeof(*w));
-    caps = calloc(n, sizeof(*caps));
-    if (w != NULL && caps != NULL) {
-        n = sess_workers_list(srv, queue, w, n);
-        for (size_t i = 0; i < n; i++)
-            if (w[i].capacity > 0)
-                caps[m++] = w[i].capacity;
-        if (m > 0) {
-            qsort(caps, m, sizeof(*caps), cmp_u32);
-            med = m % 2 == 1 ? caps[m / 2]
-                             : ((double)caps[m / 2 - 1] + caps[m / 2]) / 2;
-        }
-    }
-    free(w);
-    free(caps);
-    return med;
-}
-
 /* The metric value for q; st is the queue's stats, NULL when the queue
  * does not exist (yet): then everything is 0. */
 static double query_value(scaler *sc, const query *q, const fsm_queue_stats *st)
@@ -410,20 +375,19 @@ static double query_value(scaler *sc, const query *q, const fsm_queue_stats *st)
             return 0;
         return (double)(now - st->rec.oldest_ready_ms) / 1000.0;
     case MODE_WORKERS: {
-        cq_bytes name = cq_bytes_str(q->queue);
-        double per = median_capacity(sc->srv, name), desired;
-        uint32_t workers;
-        uint64_t cap, inflight;
+        /* The workers as every node sees them: the leader's live reports,
+         * or its replicated summary on a follower. */
+        queue_workers wk;
+        double per, desired;
 
+        sess_workers_summary(sc->srv, st, &wk);
+        per = wk.median_capacity > 0 ? (double)wk.median_capacity : q->target;
         backlog = k->ready + k->leased + (q->include_delayed ? k->delayed : 0);
-        if (per <= 0)
-            per = q->target;
         desired = ceil((double)backlog / per);
-        sess_reports_sum(sc->srv, name, &workers, &cap, &inflight);
-        if (workers > 0 && cap > 0 &&
-            (double)inflight >= SCALER_SATURATED * (double)cap &&
-            desired < (double)workers + 1)
-            desired = (double)workers + 1;
+        if (wk.workers > 0 && wk.capacity > 0 &&
+            (double)wk.inflight >= SCALER_SATURATED * (double)wk.capacity &&
+            desired < (double)wk.workers + 1)
+            desired = (double)wk.workers + 1;
         return desired;
     }
     default:

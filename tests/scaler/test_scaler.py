@@ -308,6 +308,32 @@ class Suite:
             eq(m.metricValueFloat, 4.0, "workers ceil(4/1)")
             m = self.metric(queue="never-put-" + L, mode="workers")
             eq(m.metricValueFloat, 0.0, "workers, unknown queue")
+            # workers with reports: capacity = the median reported (4);
+            # saturated workers ask for one more than report.
+            def reporters(inflight):
+                ps = [subprocess.Popen([b.a.reporter, b.endpoint(), q,
+                                        str(inflight), "4", "3"])
+                      for _ in range(2)]
+                time.sleep(0.6)
+                return ps
+
+            def stop(ps):
+                for p in ps:
+                    p.kill()
+                    p.wait()
+
+            ps = reporters(0)
+            try:
+                m = self.metric(queue=q, mode="workers", targetPerReplica="1")
+                eq(m.metricValueFloat, 1.0, "workers ceil(3/4), 2 idle")
+            finally:
+                stop(ps)
+            ps = reporters(4)
+            try:
+                m = self.metric(queue=q, mode="workers", targetPerReplica="1")
+                eq(m.metricValueFloat, 3.0, "workers saturated: 2 + 1")
+            finally:
+                stop(ps)
 
         def age():
             qa = "age-" + L
@@ -583,11 +609,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--clawqd", required=True)
     ap.add_argument("--clawqctl", required=True)
+    ap.add_argument("--reporter", required=True)
     ap.add_argument("--proto", required=True)
     ap.add_argument("--keep", action="store_true",
                     help="keep the temp dir (logs) even when all passed")
     a = ap.parse_args()
     a.clawqd, a.clawqctl = os.path.abspath(a.clawqd), os.path.abspath(a.clawqctl)
+    a.reporter = os.path.abspath(a.reporter)
 
     def on_alarm(signum, frame):
         raise TimeoutError("the run exceeded %d s" % RUN_LIMIT_S)
