@@ -32,6 +32,7 @@
 #include "config.h"
 #include "fsm.h"
 #include "log.h"
+#include "net.h"
 #include "util.h"
 
 #define HTTP_MAX_CONNECTIONS 256
@@ -233,22 +234,6 @@ static const char *status_text(int status)
     default:
         return "Unknown";
     }
-}
-
-static int parse_addr(const char *addr, struct sockaddr_storage *sa)
-{
-    char host[256];
-    int port;
-
-    if (config_addr_split(addr, host, sizeof(host), &port) != 0)
-        return CLAWQ_EINVALID;
-    if (strcmp(host, "localhost") == 0)
-        strcpy(host, "127.0.0.1");
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)sa) == 0)
-        return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)sa) == 0)
-        return 0;
-    return CLAWQ_EINVALID;
 }
 
 /* ---- connection lifetime ---- */
@@ -1116,9 +1101,9 @@ static void conn_update_reading(http_conn *c)
 
 /* ---- listener ---- */
 
-static void on_reject_closed(uv_handle_t *handle)
+static void on_listener_failed(uv_handle_t *h)
 {
-    free(handle);
+    free(h->data); /* the owner: its handle is not alone in it */
 }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -1132,14 +1117,7 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     if (h->n_conns >= HTTP_MAX_CONNECTIONS || h->closing) {
-        uv_tcp_t *t = malloc(sizeof(*t));
-        if (t == NULL)
-            return;
-        uv_tcp_init(h->srv->loop, t);
-        if (uv_accept(listener, (uv_stream_t *)t) == 0)
-            LOG_RATELIMITED(LOG_WARN, "http.rejected", 1000,
-                            "reason=max_connections open=%zu", h->n_conns);
-        uv_close((uv_handle_t *)t, on_reject_closed);
+        net_accept_reject(listener, "http", h->n_conns);
         return;
     }
     c = calloc(1, sizeof(*c));
@@ -1178,7 +1156,7 @@ int http_listen(server *srv, const char *addr, http_srv **out)
     http_srv *h;
     int rc;
 
-    if (parse_addr(addr, &sa) != 0)
+    if (net_addr_parse(addr, &sa) != 0)
         return CLAWQ_EINVALID;
     h = calloc(1, sizeof(*h));
     if (h == NULL)
@@ -1196,7 +1174,7 @@ int http_listen(server *srv, const char *addr, http_srv **out)
     if (rc != 0) {
         LOG(LOG_ERROR, "http.listen_failed", "addr=%s error=\"%s\"", addr,
             uv_strerror(rc));
-        uv_close((uv_handle_t *)&h->tcp, on_reject_closed);
+        uv_close((uv_handle_t *)&h->tcp, on_listener_failed);
         return CLAWQ_EIO;
     }
     LOG(LOG_INFO, "http.listen", "addr=%s", addr);

@@ -16,7 +16,7 @@ struct net {
     void *drained_arg;
 };
 
-static int net_parse_addr(const char *addr, struct sockaddr_storage *out)
+int net_addr_parse(const char *addr, struct sockaddr_storage *out)
 {
     char host[256];
     int port;
@@ -54,6 +54,25 @@ static void on_reject_closed(uv_handle_t *h)
     free(h);
 }
 
+void net_accept_reject(uv_stream_t *listener, const char *what, size_t open)
+{
+    uv_tcp_t *t = malloc(sizeof(*t));
+
+    if (t == NULL)
+        return;
+    uv_tcp_init(listener->loop, t);
+    if (uv_accept(listener, (uv_stream_t *)t) == 0)
+        LOG_RATELIMITED(LOG_WARN, "net.rejected", 1000,
+                        "listener=%s reason=max_connections open=%zu", what,
+                        open);
+    uv_close((uv_handle_t *)t, on_reject_closed);
+}
+
+static void on_listener_failed(uv_handle_t *h)
+{
+    free(h->data); /* the owner: its handle is not alone in it */
+}
+
 static void on_connection(uv_stream_t *server_handle, int status)
 {
     net *n = server_handle->data;
@@ -66,14 +85,7 @@ static void on_connection(uv_stream_t *server_handle, int status)
         return;
     }
     if (srv->n_sessions >= n->max_connections || srv->shutting_down) {
-        uv_tcp_t *t = malloc(sizeof(*t));
-        if (t == NULL)
-            return;
-        uv_tcp_init(srv->loop, t);
-        if (uv_accept(server_handle, (uv_stream_t *)t) == 0)
-            LOG_RATELIMITED(LOG_WARN, "net.rejected", 1000,
-                            "reason=max_connections open=%zu", srv->n_sessions);
-        uv_close((uv_handle_t *)t, on_reject_closed);
+        net_accept_reject(server_handle, "clients", srv->n_sessions);
         return;
     }
     if (sess_new(srv, &c) != 0)
@@ -93,7 +105,7 @@ int net_listen(server *srv, const char *addr, uint32_t max_connections,
     net *n;
     int rc;
 
-    if (net_parse_addr(addr, &sa) != 0)
+    if (net_addr_parse(addr, &sa) != 0)
         return CLAWQ_EINVALID;
     n = calloc(1, sizeof(*n));
     if (n == NULL)
@@ -109,7 +121,7 @@ int net_listen(server *srv, const char *addr, uint32_t max_connections,
         LOG(LOG_ERROR, "net.listen_failed", "addr=%s error=\"%s\"", addr,
             uv_strerror(rc));
         n->closed = true;
-        uv_close((uv_handle_t *)&n->tcp, on_reject_closed);
+        uv_close((uv_handle_t *)&n->tcp, on_listener_failed);
         return CLAWQ_EIO;
     }
     LOG(LOG_INFO, "net.listen", "addr=%s", addr);

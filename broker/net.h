@@ -6,10 +6,20 @@
 #define CLAWQ_NET_H
 
 #include <stdint.h>
+#include <uv.h>
 
 #include "session.h"
 
 typedef struct net net;
+
+/* Parses host:port, [v6]:port or localhost:port into *out. Returns 0 or
+ * CLAWQ_EINVALID. Shared by every listener (clients, HTTP, scaler). */
+int net_addr_parse(const char *addr, struct sockaddr_storage *out);
+
+/* Accepts one pending connection and closes it at once: the listener's
+ * connection limit is reached (or it is closing). Logs, rate-limited,
+ * "<what>.rejected" with the open count. */
+void net_accept_reject(uv_stream_t *listener, const char *what, size_t open);
 
 /* Listens on addr (host:port, [v6]:port, localhost:port) for clients of
  * srv. Returns 0, CLAWQ_EINVALID for a bad address, CLAWQ_EIO when the

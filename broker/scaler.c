@@ -42,6 +42,7 @@
 #include "externalscaler.pb-c.h"
 #include "fsm.h"
 #include "log.h"
+#include "net.h"
 #include "util.h"
 
 #define SCALER_MAX_CONNS 256 /* open connections */
@@ -1406,11 +1407,6 @@ static void conn_drain(sconn *c)
     conn_flush(c);
 }
 
-static void on_reject_closed(uv_handle_t *h)
-{
-    free(h);
-}
-
 static int conn_start(scaler *sc, sconn *c)
 {
     nghttp2_settings_entry settings[] = {
@@ -1457,14 +1453,7 @@ static void on_connection(uv_stream_t *server_handle, int status)
         return;
     }
     if (sc->n_conns >= SCALER_MAX_CONNS || sc->closing) {
-        uv_tcp_t *t = malloc(sizeof(*t));
-        if (t == NULL)
-            return;
-        uv_tcp_init(sc->srv->loop, t);
-        if (uv_accept(server_handle, (uv_stream_t *)t) == 0)
-            LOG_RATELIMITED(LOG_WARN, "scaler.rejected", 1000,
-                            "reason=max_connections open=%zu", sc->n_conns);
-        uv_close((uv_handle_t *)t, on_reject_closed);
+        net_accept_reject(server_handle, "scaler", sc->n_conns);
         return;
     }
     c = calloc(1, sizeof(*c));
@@ -1571,22 +1560,6 @@ static int tls_setup(scaler *sc, const scaler_opts *o)
 
 /* ---- the scaler ---- */
 
-static int parse_addr(const char *addr, struct sockaddr_storage *out)
-{
-    char host[256];
-    int port;
-
-    if (config_addr_split(addr, host, sizeof(host), &port) != 0)
-        return CLAWQ_EINVALID;
-    if (strcmp(host, "localhost") == 0)
-        strcpy(host, "127.0.0.1");
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)out) == 0)
-        return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)out) == 0)
-        return 0;
-    return CLAWQ_EINVALID;
-}
-
 static void scaler_maybe_free(scaler *sc)
 {
     if (!sc->closing || sc->handles > 0 || sc->n_conns > 0)
@@ -1614,7 +1587,7 @@ int scaler_listen(server *srv, const scaler_opts *o, scaler **out)
     bool tls = o->tls_cert != NULL && o->tls_cert[0] != '\0';
     int rc;
 
-    if (o->addr == NULL || parse_addr(o->addr, &sa) != 0) {
+    if (o->addr == NULL || net_addr_parse(o->addr, &sa) != 0) {
         LOG(LOG_ERROR, "scaler.listen_failed", "addr=\"%s\" error=\"%s\"",
             o->addr != NULL ? o->addr : "", "not an address");
         return CLAWQ_EINVALID;
