@@ -91,12 +91,13 @@ static int pack_op(msgpack_packer *pk, const cmd_op *op)
         return 0;
     case CMD_LEASE:
         l = &op->u.lease;
-        msgpack_pack_array(pk, 5);
+        msgpack_pack_array(pk, 6);
         msgpack_pack_uint8(pk, op->type);
         pack_bytes(pk, l->queue);
         pack_bytes(pk, l->worker);
         msgpack_pack_uint32(pk, l->max);
         msgpack_pack_uint32(pk, l->lease_ms);
+        msgpack_pack_uint32(pk, l->max_bytes);
         return 0;
     case CMD_EXTEND:
         x = &op->u.extend;
@@ -356,9 +357,10 @@ static int decode_op(const msgpack_object *o, cmd_op *op)
     }
     case CMD_LEASE: {
         cmd_lease *l = &op->u.lease;
-        NEED(5);
+        NEED(6);
         if (!d_bytes(&f[1], &l->queue) || !d_bytes(&f[2], &l->worker) ||
-            !d_u32(&f[3], &l->max) || !d_u32(&f[4], &l->lease_ms))
+            !d_u32(&f[3], &l->max) || !d_u32(&f[4], &l->lease_ms) ||
+            !d_u32(&f[5], &l->max_bytes))
             return CLAWQ_ECORRUPT;
         return 0;
     }

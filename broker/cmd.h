@@ -65,9 +65,12 @@ typedef struct cmd_put {
 
 typedef struct cmd_lease {
     cq_bytes queue;
-    cq_bytes worker;   /* who holds the leases (connection / worker name) */
-    uint32_t max;      /* 1..CMD_LEASE_MAX */
-    uint32_t lease_ms; /* 0 = the queue's */
+    cq_bytes worker;    /* who holds the leases (connection / worker name) */
+    uint32_t max;       /* 1..CMD_LEASE_MAX */
+    uint32_t lease_ms;  /* 0 = the queue's */
+    uint32_t max_bytes; /* stop before the leased tasks' payloads,
+                           checkpoints and headers pass this (at least one
+                           task is always taken); 0 = no limit */
 } cmd_lease;
 
 typedef struct cmd_extend {

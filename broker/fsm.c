@@ -893,6 +893,7 @@ static int ready_first(store_cursor *cur, uint32_t qid, uint64_t *id)
 
 static int op_lease(ctx *c, const cmd_lease *l, fsm_op_result *out)
 {
+    uint64_t bytes = 0;
     store_cursor *cur;
     task_rec t;
     qentry *q;
@@ -923,6 +924,11 @@ static int op_lease(ctx *c, const cmd_lease *l, fsm_op_result *out)
         if (rc <= 0)
             break;
         rc = task_load(c, id, &t);
+        if (rc == 0 && l->max_bytes != 0 && out->n_tasks > 0 &&
+            bytes + t.payload.len + t.checkpoint.len + t.headers.len >
+                l->max_bytes)
+            break; /* the reply would not fit: leave it ready */
+        bytes += t.payload.len + t.checkpoint.len + t.headers.len;
         if (rc == 0 && t.state != TASK_READY)
             rc = CLAWQ_ECORRUPT;
         if (rc == 0)

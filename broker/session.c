@@ -25,7 +25,8 @@
 #define PEEK_MAX 1000
 #define DLQ_LIST_DEFAULT 100
 #define DLQ_LIST_MAX 1000
-#define QUEUE_FULL_RETRY_MS 1000 /* when the queue's drain is unknown */
+#define TASK_REPLY_OVERHEAD 8192u /* bytes of a task reply beyond its data */
+#define QUEUE_FULL_RETRY_MS 1000  /* when the queue's drain is unknown */
 
 enum req_kind {
     REQ_PUT = 1,
@@ -1176,8 +1177,20 @@ static void pull_submit(req *q)
     op.type = CMD_LEASE;
     op.u.lease.queue = cq_bytes_of(q->queue, q->queue_len);
     op.u.lease.worker = cq_bytes_of(q->worker, q->worker_len);
+    /* The reply must fit in a frame: each task's fields other than its
+     * payload, checkpoint and headers take at most TASK_REPLY_OVERHEAD
+     * (queue, worker, key, five errors); the rest of the frame is the
+     * budget the state machine fills with task bytes. */
+    if ((uint64_t)max * TASK_REPLY_OVERHEAD * 2 > q->c->srv->limits.max_frame)
+        max = q->c->srv->limits.max_frame / (TASK_REPLY_OVERHEAD * 2);
+    if (max == 0)
+        max = 1;
     op.u.lease.max = max;
     op.u.lease.lease_ms = q->lease_ms;
+    op.u.lease.max_bytes =
+        q->c->srv->limits.max_frame > max * TASK_REPLY_OVERHEAD
+            ? q->c->srv->limits.max_frame - max * TASK_REPLY_OVERHEAD
+            : 1; /* a tiny frame: one task at a time */
     rc = repl_submit(q->c->srv->r, &op, 1, pull_done, q);
     if (rc != 0) {
         reply_status(q->c, q->id, rc, NULL);

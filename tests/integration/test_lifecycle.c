@@ -451,6 +451,35 @@ START_TEST(test_long_poll_disconnect)
 }
 END_TEST
 
+/* A pull whose tasks would not fit in one reply frame leases only what
+ * fits; the rest stays ready (it used to lease them all and answer
+ * TOO_LARGE, so the tasks sat leased to nobody). */
+START_TEST(test_pull_reply_fits_frame)
+{
+    static char big[1000 * 1000];
+    clawq_put_task t;
+    clawq_queue_stats s;
+    clawq_task *got = NULL;
+    size_t n = 0;
+    uint64_t id;
+
+    memset(big, 'b', sizeof(big));
+    clawq_put_task_init(&t);
+    t.payload = big;
+    t.payload_len = sizeof(big);
+    for (int i = 0; i < 20; i++)
+        th_assert_ok(C, clawq_put(C, "big", &t, &id, NULL));
+    th_assert_ok(C, clawq_pull(C, "big", 20, 0, 0, &got, &n));
+    fprintf(stderr, "pull of 20 x 1 MB: %zu tasks in one reply\n", n);
+    ck_assert_uint_ge(n, 1);
+    ck_assert_uint_lt(n, 20);
+    s = stats(C, "big");
+    ck_assert_uint_eq(s.leased, n);
+    ck_assert_uint_eq(s.ready, 20 - n);
+    clawq_tasks_free(got);
+}
+END_TEST
+
 START_TEST(test_long_poll_times_out)
 {
     clawq_task *t = NULL;
@@ -868,6 +897,7 @@ static Suite *lifecycle_suite(void)
         {"stale_lease_rejected", test_stale_lease_rejected},
         {"long_poll_wakes_on_put", test_long_poll_wakes_on_put},
         {"long_poll_times_out", test_long_poll_times_out},
+        {"pull_reply_fits_frame", test_pull_reply_fits_frame},
         {"long_poll_disconnect", test_long_poll_disconnect},
         {"pipelined_puts", test_pipelined_puts},
         {"writes_right_after_start", test_writes_right_after_start},

@@ -150,7 +150,8 @@ static bool op_eq(const cmd_op *a, const cmd_op *b)
         return bytes_eq(a->u.lease.queue, b->u.lease.queue) &&
                bytes_eq(a->u.lease.worker, b->u.lease.worker) &&
                a->u.lease.max == b->u.lease.max &&
-               a->u.lease.lease_ms == b->u.lease.lease_ms;
+               a->u.lease.lease_ms == b->u.lease.lease_ms &&
+               a->u.lease.max_bytes == b->u.lease.max_bytes;
     case CMD_EXTEND:
         return a->u.extend.id == b->u.extend.id &&
                a->u.extend.lease_id == b->u.extend.lease_id &&
@@ -235,6 +236,7 @@ static void assert_op_eq(const cmd_op *a, const cmd_op *b)
         assert_bytes_eq(a->u.lease.worker, b->u.lease.worker);
         ck_assert_uint_eq(a->u.lease.max, b->u.lease.max);
         ck_assert_uint_eq(a->u.lease.lease_ms, b->u.lease.lease_ms);
+        ck_assert_uint_eq(a->u.lease.max_bytes, b->u.lease.max_bytes);
         break;
     case CMD_EXTEND:
         ck_assert_uint_eq(a->u.extend.id, b->u.extend.id);
@@ -374,6 +376,7 @@ static void fixture_setup(void)
     op->u.lease.worker = cq_bytes_str("worker-9@10.0.0.1:4000");
     op->u.lease.max = CMD_LEASE_MAX;
     op->u.lease.lease_ms = UINT32_MAX;
+    op->u.lease.max_bytes = 123456789;
     op = add(CMD_LEASE);
     op->u.lease.queue = cq_bytes_str("q");
     op->u.lease.worker = cq_bytes_of("", 0);
