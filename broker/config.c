@@ -84,6 +84,10 @@ static const opt opts[] = {
      3600000, NULL, NULL,
      "how often workers report their load; a worker silent for three "
      "intervals no longer counts"},
+    {"shutdown-grace", OPT_DURATION, FIELD(shutdown_grace_ms), "10s", 0,
+     3600000, NULL, NULL,
+     "on SIGTERM, how long outstanding requests may take before the "
+     "remaining connections are closed"},
     {"node-id", OPT_UINT, FIELD(node_id), "1", 1, UINT64_C(1) << 31, NULL, NULL,
      "this node's Raft id, unique in the cluster"},
     {"log-level", OPT_ENUM, FIELD(log_level), "info", 0, 0, NULL,
@@ -114,7 +118,7 @@ static const opt opts[] = {
     {"snapshot-threshold", OPT_UINT, FIELD(snapshot_threshold), "8192", 1,
      UINT64_C(1) << 30, "entries", NULL,
      "Raft log entries between two snapshots"},
-    {"snapshot-trailing", OPT_UINT, FIELD(snapshot_trailing), "16384", 0,
+    {"snapshot-trailing", OPT_UINT, FIELD(snapshot_trailing), "16384", 1,
      UINT64_C(1) << 30, "entries", NULL,
      "Raft log entries kept after a snapshot, for slow followers"},
     {"map-size", OPT_SIZE, FIELD(map_size), "1G", MiB, TiB, "bytes", NULL,

@@ -40,6 +40,8 @@ typedef struct config {
     char scaler_tls_key[CONFIG_PATH_MAX];
     char scaler_tls_ca[CONFIG_PATH_MAX]; /* verify client certificates */
     uint64_t report_interval_ms;         /* expected worker report period */
+    uint64_t shutdown_grace_ms;          /* SIGTERM: how long to answer what is
+                                            outstanding before cutting clients off */
     uint32_t node_id;                    /* 1..2^31 */
     int log_level;                       /* enum log_level */
     int log_format;                      /* enum log_format */

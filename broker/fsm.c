@@ -1222,10 +1222,15 @@ static int op_queue_set(ctx *c, const cmd_queue_set *qs)
         ((f & QSET_DEDUP_WINDOW_MS) &&
          n->dedup_window_ms > UINT64_C(7) * 24 * 3600 * 1000))
         return fail_detail(c, CLAWQ_EINVALID, "setting out of range");
-    rc = queue_get(c, qs->queue, true, &q);
+    /* Settle the new settings before creating anything: a rejected op
+     * changes nothing. */
+    rc = queue_get(c, qs->queue, false, &q);
     if (rc != 0)
         return rc;
-    next = q->rec.settings;
+    if (q != NULL)
+        next = q->rec.settings;
+    else
+        queue_settings_default(&next);
     if (f & QSET_LEASE_MS)
         next.lease_ms = n->lease_ms;
     if (f & QSET_MAX_ATTEMPTS)
@@ -1243,6 +1248,11 @@ static int op_queue_set(ctx *c, const cmd_queue_set *qs)
     if (next.backoff_max_ms < next.backoff_base_ms)
         return fail_detail(c, CLAWQ_EINVALID,
                            "backoff_max_ms below backoff_base_ms");
+    if (q == NULL) {
+        rc = queue_get(c, qs->queue, true, &q);
+        if (rc != 0)
+            return rc;
+    }
     q->rec.settings = next;
     q->dirty = true;
     return 0;

@@ -21,8 +21,6 @@
 #include "session.h"
 #include "store.h"
 
-#define SHUTDOWN_GRACE_MS 10000
-
 typedef struct daemon_ctx {
     uv_loop_t *loop;
     config cfg;
@@ -36,6 +34,7 @@ typedef struct daemon_ctx {
     uv_signal_t sigterm, sigint;
     uv_timer_t grace;
     bool stopping;
+    bool core_stopping; /* stop_core ran */
     int exit_code;
 } daemon_ctx;
 
@@ -103,6 +102,9 @@ static void stop_core(void *arg)
 {
     daemon_ctx *d = arg;
 
+    if (d->core_stopping)
+        return; /* the grace timer and the drain can both get here */
+    d->core_stopping = true;
     uv_timer_stop(&d->grace);
     if (d->http != NULL) {
         http_close(d->http);
@@ -116,6 +118,10 @@ static void on_grace(uv_timer_t *t)
 {
     daemon_ctx *d = t->data;
     LOG(LOG_WARN, "clawqd.grace_expired", "open=%zu", d->srv.n_sessions);
+    /* Whoever still holds a connection (a client that does not read its
+     * replies) is cut off: the loop must end. */
+    while (d->srv.sessions != NULL)
+        sess_close(d->srv.sessions);
     stop_core(d);
 }
 
@@ -128,7 +134,7 @@ static void on_signal(uv_signal_t *h, int signum)
     d->stopping = true;
     LOG(LOG_INFO, "clawqd.stopping", "signal=%d open=%zu", signum,
         d->srv.n_sessions);
-    uv_timer_start(&d->grace, on_grace, SHUTDOWN_GRACE_MS, 0);
+    uv_timer_start(&d->grace, on_grace, d->cfg.shutdown_grace_ms, 0);
     /* Waiting pullers are answered now (empty); then the drain. */
     d->srv.shutting_down = true;
     sched_on_role(d->sc, false);

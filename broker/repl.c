@@ -194,7 +194,10 @@ int repl_submit(repl *r, const cmd_op *ops, size_t n, repl_cb cb, void *arg)
         return CLAWQ_ENOT_LEADER;
     if (n == 0)
         return CLAWQ_EINVALID;
-    if (e == NULL || e->w.buf.len > BATCH_SPLIT_BYTES) {
+    if (n > CMD_MAX_OPS)
+        return CLAWQ_ETOO_LARGE;
+    if (e == NULL || e->w.buf.len > BATCH_SPLIT_BYTES ||
+        e->w.n_ops + n > CMD_MAX_OPS) {
         e = entry_new(r);
         if (e == NULL)
             return CLAWQ_ENOMEM;
@@ -342,8 +345,10 @@ static void io_recv(struct raft_io *io, struct raft_message *m)
     repl *r = repl_of_io(io);
     held_msg *h;
 
-    if (r->puts == NULL ||
-        (m->type != RAFT_INSTALL_SNAPSHOT && r->held_head == NULL)) {
+    /* Hand on only when nothing is held (order!) and either no local
+     * snapshot write is in flight or this is not an InstallSnapshot. */
+    if (r->held_head == NULL &&
+        (r->puts == NULL || m->type != RAFT_INSTALL_SNAPSHOT)) {
         r->recv(io, m);
         return;
     }
@@ -517,9 +522,13 @@ static int fsm_cb_snapshot_finalize(struct raft_fsm *f,
                                     struct raft_buffer *bufs[],
                                     unsigned *n_bufs)
 {
+    repl *r = f->data;
     unsigned i;
 
-    (void)f;
+    if (r->snap != NULL) { /* snapshot_async never ran */
+        store_snapshot_end(r->snap);
+        r->snap = NULL;
+    }
     for (i = 0; i < *n_bufs; i++)
         raft_free((*bufs)[i].base);
     raft_free(*bufs);
@@ -572,7 +581,7 @@ static void on_check(uv_check_t *h)
     if (r->closing)
         return;
     is_leader = raft_state(&r->raft) == RAFT_LEADER;
-    if (is_leader && !r->raft_leader && !r->barrier_pending) {
+    if (is_leader && !r->leader && !r->barrier_pending) {
         r->barrier.data = r;
         if (raft_barrier(&r->raft, &r->barrier, barrier_done) == 0)
             r->barrier_pending = true;

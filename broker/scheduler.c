@@ -114,6 +114,7 @@ static void heap_remove(sched *sc, sched_waiter *w)
 /* ---- waiters ---- */
 
 static void on_wait_timer(uv_timer_t *t);
+static void sweep_empty(sched *sc);
 
 static void wait_timer_arm(sched *sc)
 {
@@ -219,31 +220,64 @@ static void on_wait_timer(uv_timer_t *t)
         unlink_waiter(sc, w);
         w->wake(w, true);
     }
+    sweep_empty(sc);
     wait_timer_arm(sc);
 }
 
 /* Wakes, FIFO, as many waiters of each queue as it has ready tasks. */
+/* Frees the lines no waiter stands in: a client polling many names must
+ * not grow the list for good. Only at the end of a pass, never while one
+ * walks the list. */
+static void sweep_empty(sched *sc)
+{
+    sched_wq **pp = &sc->queues, *q;
+
+    while ((q = *pp) != NULL) {
+        if (q->n == 0) {
+            *pp = q->next;
+            free(q);
+        } else {
+            pp = &q->next;
+        }
+    }
+}
+
+/* Wakes, FIFO, as many waiters of each queue as it has ready tasks, each
+ * at most once per pass: a waiter that finds nothing (at its reported
+ * capacity, or beaten to the tasks) lines up again behind the others and
+ * waits for the next apply, instead of spinning here. */
 static void wake_ready(sched *sc)
 {
-    sched_wq *q;
+    sched_wq *q, *next;
     fsm_queue_stats st;
-    uint64_t ready;
+    sched_waiter **batch = NULL;
+    size_t cap = 0, n, i;
 
-    for (q = sc->queues; q != NULL; q = q->next) {
+    for (q = sc->queues; q != NULL; q = next) {
+        next = q->next;
         if (q->n == 0)
             continue;
         if (fsm_queue_stats_get(sc->s, cq_bytes_of(q->name, q->name_len),
-                                &st) != 0)
+                                &st) != 0 ||
+            st.rec.settings.paused || st.rec.counters.ready == 0)
             continue;
-        if (st.rec.settings.paused)
-            continue;
-        for (ready = st.rec.counters.ready; ready > 0 && q->head != NULL;
-             ready--) {
-            sched_waiter *w = q->head;
-            unlink_waiter(sc, w);
-            w->wake(w, false);
+        n = st.rec.counters.ready < q->n ? (size_t)st.rec.counters.ready : q->n;
+        if (n > cap) {
+            sched_waiter **p = realloc(batch, n * sizeof(*p));
+            if (p == NULL)
+                break;
+            batch = p;
+            cap = n;
         }
+        for (i = 0; i < n; i++) {
+            batch[i] = q->head;
+            unlink_waiter(sc, q->head);
+        }
+        for (i = 0; i < n; i++)
+            batch[i]->wake(batch[i], false);
     }
+    free(batch);
+    sweep_empty(sc);
     wait_timer_arm(sc);
 }
 

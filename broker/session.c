@@ -25,6 +25,7 @@
 #define PEEK_MAX 1000
 #define DLQ_LIST_DEFAULT 100
 #define DLQ_LIST_MAX 1000
+#define MAX_DELAY_MS (UINT64_C(365) * 24 * 3600 * 1000)
 #define TASK_REPLY_OVERHEAD 8192u /* bytes of a task reply beyond its data */
 #define QUEUE_FULL_RETRY_MS 1000  /* when the queue's drain is unknown */
 
@@ -1255,6 +1256,11 @@ static void on_put(sess *c, uint64_t id, const Clawq__PutRequest *p)
                          "a payload is over max-payload");
             return;
         }
+        if (t->delay_ms > MAX_DELAY_MS) {
+            reply_status(c, id, CLAWQ_EINVALID,
+                         "delay_ms is at most a year (31536000000)");
+            return;
+        }
         if (t->priority > 255 || (t->idempotency_key != NULL &&
                                   strlen(t->idempotency_key) > TASK_KEY_MAX)) {
             reply_status(c, id, CLAWQ_EINVALID,
@@ -1570,8 +1576,9 @@ static void on_dlq_action(sess *c, uint64_t id, int type,
     req *q;
 
     memset(&op, 0, sizeof(op));
-    if (!dlq_filter(f, CMD_DLQ_DEFAULT, UINT32_MAX, &op.u.dlq)) {
-        reply_status(c, id, CLAWQ_EINVALID, "invalid queue name");
+    if (!dlq_filter(f, CMD_DLQ_DEFAULT, CMD_DLQ_DEFAULT, &op.u.dlq)) {
+        reply_status(c, id, CLAWQ_EINVALID,
+                     "a valid queue name, and max at most 10000 a request");
         return;
     }
     q = write_begin(c, id, REQ_COUNT);

@@ -397,6 +397,62 @@ END_TEST
 #define BIG_TASKS 1000
 #define BIG_PAYLOAD 1024
 
+/* SIGTERM while a client neither reads its replies nor closes: after
+ * --shutdown-grace the broker cuts it off and exits 0 (it used to wait for
+ * the client, or for --idle-timeout, for ever with 0). */
+START_TEST(test_sigterm_cuts_off_a_stuck_client)
+{
+    th_broker *b2 =
+        th_broker_start("--shutdown-grace", "1s", "--idle-timeout", "0", NULL);
+    static char payload[BIG_PAYLOAD];
+    clawq_client *c = th_connect(b2);
+    clawq_put_task t;
+    Clawq__Request rq;
+    Clawq__PeekRequest pk;
+    uint8_t *frame;
+    size_t len;
+    uint64_t t0;
+    int fd, rc, rcvbuf = 4096;
+
+    memset(payload, 'x', sizeof(payload));
+    clawq_put_task_init(&t);
+    t.payload = payload;
+    t.payload_len = sizeof(payload);
+    for (int i = 0; i < 200; i++)
+        ck_assert_int_ge(clawq_put_async(c, "big", &t), 0);
+    th_assert_ok(c, clawq_flush(c, NULL, 0));
+    clawq_close(c);
+
+    fd = raw_hello(b2, NULL);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    clawq__request__init(&rq);
+    clawq__peek_request__init(&pk);
+    pk.queue = "big";
+    pk.has_max = 1;
+    pk.max = 200;
+    rq.body_case = CLAWQ__REQUEST__BODY_PEEK;
+    rq.peek = &pk;
+    for (int i = 0; i < 100; i++) {
+        rq.id = 1000 + (uint64_t)i;
+        frame = encode(&rq, &len);
+        if (send(fd, frame, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+            free(frame);
+            break;
+        }
+        free(frame);
+    }
+    th_sleep_ms(300); /* replies pile up unread */
+    t0 = th_now_ms();
+    rc = th_broker_stop(b2, 8000);
+    fprintf(stderr, "sigterm with a stuck client: exit %d after %llu ms\n", rc,
+            (unsigned long long)(th_now_ms() - t0));
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_lt(th_now_ms() - t0, 5000);
+    close(fd);
+    th_broker_free(b2);
+}
+END_TEST
+
 START_TEST(test_unread_replies_bounded)
 {
     static char payload[BIG_PAYLOAD];
@@ -501,6 +557,8 @@ static Suite *badinput_suite(void)
         {"request_before_hello", test_request_before_hello},
         {"undecodable_body", test_undecodable_body},
         {"unread_replies_bounded", test_unread_replies_bounded},
+        {"sigterm_cuts_off_a_stuck_client",
+         test_sigterm_cuts_off_a_stuck_client},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -106,7 +106,7 @@ START_TEST(flags_both_forms)
             "--max-connections", "5", "--max-payload=512K", "--max-pending",
             "10", "--max-wait=5s", "--idle-timeout", "0", "--write-buffer=64K",
             "--election-timeout", "1s", "--heartbeat-timeout=100",
-            "--snapshot-threshold", "100", "--snapshot-trailing=0",
+            "--snapshot-threshold", "100", "--snapshot-trailing=1",
             "--map-size", "1M", "--map-max=2G", NULL),
         0);
     ck_assert_str_eq(c.data, "/var/lib/clawq");
@@ -126,7 +126,7 @@ START_TEST(flags_both_forms)
     ck_assert_uint_eq(c.election_timeout_ms, 1000);
     ck_assert_uint_eq(c.heartbeat_timeout_ms, 100);
     ck_assert_uint_eq(c.snapshot_threshold, 100);
-    ck_assert_uint_eq(c.snapshot_trailing, 0);
+    ck_assert_uint_eq(c.snapshot_trailing, 1);
     ck_assert_uint_eq(c.map_size, 1u << 20);
     ck_assert_uint_eq(c.map_max, 2ULL << 30);
 

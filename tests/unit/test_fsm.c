@@ -1084,6 +1084,16 @@ START_TEST(test_failed_put_creates_nothing)
     ck_assert_int_eq(fsm_queue_list(g_store, &list, &n), 0);
     ck_assert_uint_eq(n, 0);
     free(list);
+
+    /* Nor does a rejected queue_set (backoff_max below backoff_base). */
+    memset(&op, 0, sizeof(op));
+    op.type = CMD_QUEUE_SET;
+    op.u.queue_set.queue = cq_bytes_str("fresh");
+    op.u.queue_set.fields = QSET_BACKOFF_MAX_MS;
+    op.u.queue_set.settings.backoff_max_ms = 1;
+    ck_assert_int_eq(apply1(T0, op), CLAWQ_EINVALID);
+    ck_assert_int_eq(fsm_queue_stats_get(g_store, cq_bytes_str("fresh"), &st),
+                     CLAWQ_ENOT_FOUND);
 }
 END_TEST
 
