@@ -480,6 +480,35 @@ START_TEST(test_pull_reply_fits_frame)
 }
 END_TEST
 
+/* Many large pipelined batches in one loop turn (here 300 acks of 1024
+ * ids: over the 65536 ops one log entry holds) are split into several
+ * entries; none fails as a whole (they used to get TOO_LARGE). */
+START_TEST(test_many_big_batches_in_one_turn)
+{
+    static clawq_lease_ref refs[1024];
+    clawq_ticket tk;
+    clawq_result r;
+    size_t done = 0;
+
+    for (size_t i = 0; i < 1024; i++) {
+        refs[i].id = 1000000 + i; /* never issued: NOT_FOUND per item */
+        refs[i].lease_id = 1;
+    }
+    for (int i = 0; i < 300; i++)
+        th_assert_ok(C, clawq_ack_batch_async(C, refs, 1024, NULL, &tk));
+    while (clawq_outstanding(C) > 0) {
+        th_assert_ok(C, clawq_wait(C, 0, -1, &r));
+        ck_assert_int_eq(r.status, 0);
+        ck_assert_uint_eq(r.n, 1024);
+        ck_assert_uint_eq(r.n_failed, 1024);
+        ck_assert_int_eq(r.statuses[0], CLAWQ_ENOT_FOUND);
+        clawq_result_free(&r);
+        done++;
+    }
+    ck_assert_uint_eq(done, 300);
+}
+END_TEST
+
 START_TEST(test_long_poll_times_out)
 {
     clawq_task *t = NULL;
@@ -898,6 +927,7 @@ static Suite *lifecycle_suite(void)
         {"long_poll_wakes_on_put", test_long_poll_wakes_on_put},
         {"long_poll_times_out", test_long_poll_times_out},
         {"pull_reply_fits_frame", test_pull_reply_fits_frame},
+        {"many_big_batches_in_one_turn", test_many_big_batches_in_one_turn},
         {"long_poll_disconnect", test_long_poll_disconnect},
         {"pipelined_puts", test_pipelined_puts},
         {"writes_right_after_start", test_writes_right_after_start},
