@@ -509,6 +509,32 @@ START_TEST(test_many_big_batches_in_one_turn)
 }
 END_TEST
 
+/* A worker that stops reporting for three report intervals no longer
+ * counts (its connection stays open). */
+START_TEST(test_silent_worker_stops_counting)
+{
+    th_broker *b2 = th_broker_start("--report-interval", "100ms", NULL);
+    clawq_client *c = th_connect(b2);
+    clawq_queue_stats s;
+
+    put(c, "quiet", "x");
+    th_assert_ok(c, clawq_report(c, "quiet", 0, 4));
+    s = stats(c, "quiet");
+    ck_assert_uint_eq(s.workers, 1);
+    ck_assert_uint_eq(s.worker_capacity, 4);
+    th_sleep_ms(450); /* > 3 intervals without a report */
+    s = stats(c, "quiet");
+    ck_assert_uint_eq(s.workers, 0);
+    ck_assert_uint_eq(s.worker_capacity, 0);
+    th_assert_ok(c, clawq_report(c, "quiet", 1, 4)); /* back again */
+    s = stats(c, "quiet");
+    ck_assert_uint_eq(s.workers, 1);
+    clawq_close(c);
+    ck_assert_int_eq(th_broker_stop(b2, 10000), 0);
+    th_broker_free(b2);
+}
+END_TEST
+
 START_TEST(test_long_poll_times_out)
 {
     clawq_task *t = NULL;
@@ -927,6 +953,7 @@ static Suite *lifecycle_suite(void)
         {"long_poll_wakes_on_put", test_long_poll_wakes_on_put},
         {"long_poll_times_out", test_long_poll_times_out},
         {"pull_reply_fits_frame", test_pull_reply_fits_frame},
+        {"silent_worker_stops_counting", test_silent_worker_stops_counting},
         {"many_big_batches_in_one_turn", test_many_big_batches_in_one_turn},
         {"long_poll_disconnect", test_long_poll_disconnect},
         {"pipelined_puts", test_pipelined_puts},
