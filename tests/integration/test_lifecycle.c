@@ -535,6 +535,50 @@ START_TEST(test_silent_worker_stops_counting)
 }
 END_TEST
 
+/* A long-poller at its reported capacity waits without cost: applies stay
+ * fast with 50,000 tasks ready. (Each apply used to wake it once per
+ * ready task: puts were 12-15x slower.) */
+START_TEST(test_capacity_waiter_costs_nothing)
+{
+    clawq_client *w = th_connect(B);
+    clawq_ticket tk;
+    clawq_put_task t;
+    clawq_result r;
+    uint64_t t0, elapsed, base, id;
+    char one[] = "x";
+
+    clawq_put_task_init(&t);
+    t.payload = one;
+    t.payload_len = 1;
+    for (int i = 0; i < 50000; i++)
+        ck_assert_int_ge(clawq_put_async(C, "deep", &t), 0);
+    th_assert_ok(C, clawq_flush(C, NULL, 0));
+    t0 = th_now_ms();
+    for (int i = 0; i < 200; i++)
+        th_assert_ok(C, clawq_put(C, "deep", &t, &id, NULL));
+    base = th_now_ms() - t0;
+    /* This worker holds all it can: its pull waits. */
+    th_assert_ok(w, clawq_report(w, "deep", 0, 0));
+    th_assert_ok(w, clawq_pull_async(w, "deep", 1, 20000, 0, NULL, &tk));
+    th_sleep_ms(200);
+    t0 = th_now_ms();
+    for (int i = 0; i < 200; i++)
+        th_assert_ok(C, clawq_put(C, "deep", &t, &id, NULL));
+    elapsed = th_now_ms() - t0;
+    fprintf(stderr,
+            "200 puts with 50k ready: %llu ms alone, %llu ms with a waiter "
+            "at capacity\n",
+            (unsigned long long)base, (unsigned long long)elapsed);
+    ck_assert_uint_lt(elapsed, 3 * base + 100);
+    /* The waiter still gets its answer (empty, at capacity). */
+    th_assert_ok(w, clawq_report(w, "deep", 0, 1));
+    th_assert_ok(w, clawq_wait(w, tk, 30000, &r));
+    ck_assert_int_eq(r.status, 0);
+    clawq_result_free(&r);
+    clawq_close(w);
+}
+END_TEST
+
 START_TEST(test_long_poll_times_out)
 {
     clawq_task *t = NULL;
@@ -953,6 +997,7 @@ static Suite *lifecycle_suite(void)
         {"long_poll_wakes_on_put", test_long_poll_wakes_on_put},
         {"long_poll_times_out", test_long_poll_times_out},
         {"pull_reply_fits_frame", test_pull_reply_fits_frame},
+        {"capacity_waiter_costs_nothing", test_capacity_waiter_costs_nothing},
         {"silent_worker_stops_counting", test_silent_worker_stops_counting},
         {"many_big_batches_in_one_turn", test_many_big_batches_in_one_turn},
         {"long_poll_disconnect", test_long_poll_disconnect},
