@@ -1391,25 +1391,34 @@ static int put_tasks_build(clawq_client *c, const clawq_put_task *tasks,
     return 0;
 }
 
-int clawq_put_batch(clawq_client *c, const char *queue,
-                    const clawq_put_task *tasks, size_t n,
-                    clawq_put_result *results)
-{
-    Clawq__PutRequest req = CLAWQ__PUT_REQUEST__INIT;
-    Clawq__PutTask *pt = NULL, **ptp = NULL;
-    Clawq__Header *hdr = NULL, **hdrp = NULL;
-    Clawq__Response *r = NULL;
-    size_t n_hdr = 0;
-    bool keyed;
-    int rc, failed = 0;
+/* The arrays behind a PutRequest built by put_request_init. */
+typedef struct put_bufs {
+    Clawq__PutTask *pt, **ptp;
+    Clawq__Header *hdr, **hdrp;
+} put_bufs;
 
-    if (c == NULL)
-        return CLAWQ_EINVALID;
-    err_reset(c);
+static void put_bufs_free(put_bufs *b)
+{
+    free(b->pt);
+    free(b->ptp);
+    free(b->hdr);
+    free(b->hdrp);
+}
+
+/* Checks a put batch and builds its request into *req, the arrays behind
+ * it in *b (freed with put_bufs_free, also on failure). */
+static int put_request_init(clawq_client *c, const char *queue,
+                            const clawq_put_task *tasks, size_t n,
+                            Clawq__PutRequest *req, put_bufs *b, bool *keyed)
+{
+    size_t n_hdr = 0;
+    int rc;
+
+    memset(b, 0, sizeof(*b));
     rc = check_queue(c, queue);
     if (rc < 0)
         return rc;
-    if (tasks == NULL || results == NULL || n == 0 || n > CLAWQ_MAX_BATCH_TASKS)
+    if (tasks == NULL || n == 0 || n > CLAWQ_MAX_BATCH_TASKS)
         return set_err(c, CLAWQ_EINVALID, "a put batch holds 1..%d tasks",
                        CLAWQ_MAX_BATCH_TASKS);
     for (size_t i = 0; i < n; i++) {
@@ -1417,20 +1426,39 @@ int clawq_put_batch(clawq_client *c, const char *queue,
             return set_err(c, CLAWQ_EINVALID, "too many headers");
         n_hdr += tasks[i].n_headers;
     }
-    pt = calloc(n, sizeof(*pt));
-    ptp = calloc(n, sizeof(*ptp));
-    hdr = calloc(n_hdr + 1, sizeof(*hdr));
-    hdrp = calloc(n_hdr + 1, sizeof(*hdrp));
-    if (pt == NULL || ptp == NULL || hdr == NULL || hdrp == NULL) {
-        rc = set_err(c, CLAWQ_ENOMEM, "out of memory");
-        goto out_free;
-    }
-    rc = put_tasks_build(c, tasks, n, pt, ptp, hdr, hdrp, &keyed);
+    b->pt = calloc(n, sizeof(*b->pt));
+    b->ptp = calloc(n, sizeof(*b->ptp));
+    b->hdr = calloc(n_hdr + 1, sizeof(*b->hdr));
+    b->hdrp = calloc(n_hdr + 1, sizeof(*b->hdrp));
+    if (b->pt == NULL || b->ptp == NULL || b->hdr == NULL || b->hdrp == NULL)
+        return set_err(c, CLAWQ_ENOMEM, "out of memory");
+    rc = put_tasks_build(c, tasks, n, b->pt, b->ptp, b->hdr, b->hdrp, keyed);
+    if (rc < 0)
+        return rc;
+    req->queue = unconst(queue);
+    req->n_tasks = n;
+    req->tasks = b->ptp;
+    return 0;
+}
+
+int clawq_put_batch(clawq_client *c, const char *queue,
+                    const clawq_put_task *tasks, size_t n,
+                    clawq_put_result *results)
+{
+    Clawq__PutRequest req = CLAWQ__PUT_REQUEST__INIT;
+    Clawq__Response *r = NULL;
+    put_bufs b;
+    bool keyed;
+    int rc, failed = 0;
+
+    if (c == NULL)
+        return CLAWQ_EINVALID;
+    err_reset(c);
+    if (results == NULL)
+        return set_err(c, CLAWQ_EINVALID, "results is NULL");
+    rc = put_request_init(c, queue, tasks, n, &req, &b, &keyed);
     if (rc < 0)
         goto out_free;
-    req.queue = unconst(queue);
-    req.n_tasks = n;
-    req.tasks = ptp;
     rc = call(c, CLAWQ__REQUEST__BODY_PUT, &req.base, keyed, 0,
               CLAWQ__RESPONSE__BODY_PUT, &r);
     if (rc < 0)
@@ -1462,10 +1490,7 @@ int clawq_put_batch(clawq_client *c, const char *queue,
 out_free:
     if (r != NULL)
         clawq__response__free_unpacked(r, NULL);
-    free(pt);
-    free(ptp);
-    free(hdr);
-    free(hdrp);
+    put_bufs_free(&b);
     return rc;
 }
 
@@ -1590,36 +1615,12 @@ static int put_body(clawq_client *c, const char *queue,
                     size_t *body_len, bool *keyed)
 {
     Clawq__PutRequest req = CLAWQ__PUT_REQUEST__INIT;
-    Clawq__PutTask *pt = NULL, **ptp = NULL;
-    Clawq__Header *hdr = NULL, **hdrp = NULL;
-    size_t n_hdr = 0;
+    put_bufs b;
     int rc;
 
-    rc = check_queue(c, queue);
-    if (rc < 0)
-        return rc;
-    if (tasks == NULL || n == 0 || n > CLAWQ_MAX_BATCH_TASKS)
-        return set_err(c, CLAWQ_EINVALID, "a put batch holds 1..%d tasks",
-                       CLAWQ_MAX_BATCH_TASKS);
-    for (size_t i = 0; i < n; i++) {
-        if (tasks[i].n_headers > 4096)
-            return set_err(c, CLAWQ_EINVALID, "too many headers");
-        n_hdr += tasks[i].n_headers;
-    }
-    pt = calloc(n, sizeof(*pt));
-    ptp = calloc(n, sizeof(*ptp));
-    hdr = calloc(n_hdr + 1, sizeof(*hdr));
-    hdrp = calloc(n_hdr + 1, sizeof(*hdrp));
-    if (pt == NULL || ptp == NULL || hdr == NULL || hdrp == NULL) {
-        rc = set_err(c, CLAWQ_ENOMEM, "out of memory");
-        goto out;
-    }
-    rc = put_tasks_build(c, tasks, n, pt, ptp, hdr, hdrp, keyed);
+    rc = put_request_init(c, queue, tasks, n, &req, &b, keyed);
     if (rc < 0)
         goto out;
-    req.queue = unconst(queue);
-    req.n_tasks = n;
-    req.tasks = ptp;
     *body_len = clawq__put_request__get_packed_size(&req);
     *body = malloc(*body_len > 0 ? *body_len : 1);
     if (*body == NULL) {
@@ -1628,10 +1629,7 @@ static int put_body(clawq_client *c, const char *queue,
     }
     clawq__put_request__pack(&req, *body);
 out:
-    free(pt);
-    free(ptp);
-    free(hdr);
-    free(hdrp);
+    put_bufs_free(&b);
     return rc;
 }
 
