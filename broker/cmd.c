@@ -22,7 +22,7 @@ const char *cmd_type_name(int type)
         "",          "put",         "lease",        "extend",
         "ack",       "nack",        "fail",         "tick",
         "queue_set", "queue_pause", "queue_resume", "dlq_replay",
-        "dlq_purge", "queue_purge", "workers",
+        "dlq_purge", "queue_purge", "workers",      "member",
     };
     if (type < 0 || (size_t)type >= sizeof(names) / sizeof(names[0]))
         return "";
@@ -166,6 +166,12 @@ static int pack_op(msgpack_packer *pk, const cmd_op *op)
         msgpack_pack_uint64(pk, d->from_ms);
         msgpack_pack_uint64(pk, d->to_ms);
         msgpack_pack_uint32(pk, d->max);
+        return 0;
+    case CMD_MEMBER:
+        msgpack_pack_array(pk, 3);
+        msgpack_pack_uint8(pk, op->type);
+        msgpack_pack_uint32(pk, op->u.member.node_id);
+        pack_bytes(pk, op->u.member.client_addr);
         return 0;
     case CMD_WORKERS:
         msgpack_pack_array(pk, 6);
@@ -436,6 +442,12 @@ static int decode_op(const msgpack_object *o, cmd_op *op)
             return CLAWQ_ECORRUPT;
         return 0;
     }
+    case CMD_MEMBER:
+        NEED(3);
+        return d_u32(&f[1], &op->u.member.node_id) &&
+                       d_bytes(&f[2], &op->u.member.client_addr)
+                   ? 0
+                   : CLAWQ_ECORRUPT;
     case CMD_WORKERS: {
         cmd_workers *w = &op->u.workers;
         NEED(6);

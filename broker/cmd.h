@@ -47,6 +47,7 @@ enum cmd_type {
     CMD_DLQ_PURGE = 12,
     CMD_QUEUE_PURGE = 13,
     CMD_WORKERS = 14,
+    CMD_MEMBER = 15,
 };
 
 /* "put", "lease", ... or "" */
@@ -132,6 +133,12 @@ typedef struct cmd_workers { /* the leader's worker summary for a queue */
     uint64_t inflight;
 } cmd_workers;
 
+typedef struct cmd_member { /* a node's client address, for redirects */
+    uint32_t node_id;
+    cq_bytes client_addr; /* 1..CMD_ADDR_MAX bytes */
+} cmd_member;
+#define CMD_ADDR_MAX 255
+
 typedef struct cmd_op {
     uint8_t type; /* enum cmd_type */
     union {
@@ -144,6 +151,7 @@ typedef struct cmd_op {
         cmd_queue queue;
         cmd_dlq dlq;
         cmd_workers workers;
+        cmd_member member;
     } u;
 } cmd_op;
 

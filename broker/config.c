@@ -69,6 +69,9 @@ static const opt opts[] = {
      "address for Raft traffic between nodes"},
     {"http", OPT_ADDR, FIELD(http), "127.0.0.1:7780", 0, 0, NULL, NULL,
      "address for HTTP: metrics and health"},
+    {"cluster", OPT_STRING, FIELD(cluster), "", 0, 1023, NULL, NULL,
+     "the voters of a new cluster, ID=RAFTADDR,... (every node given the "
+     "same list); empty = a one-node cluster. Ignored on a restart"},
     {"scaler", OPT_ADDR, FIELD(scaler), "127.0.0.1:7790", 0, 0, NULL, NULL,
      "address for the KEDA external scaler (gRPC over HTTP/2)"},
     {"scaler-tls-cert", OPT_STRING, FIELD(scaler_tls_cert), "", 0,

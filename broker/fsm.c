@@ -1476,6 +1476,26 @@ static int op_workers(ctx *c, const cmd_workers *w)
     return 0;
 }
 
+/* meta "n" + node id -> client address. */
+static size_t member_key(uint8_t *key, uint32_t node_id)
+{
+    key[0] = 'n';
+    cq_put_be32(key + 1, node_id);
+    return 5;
+}
+
+static int op_member(ctx *c, const cmd_member *m)
+{
+    uint8_t key[5];
+
+    if (m->node_id == 0 || m->client_addr.len == 0 ||
+        m->client_addr.len > CMD_ADDR_MAX)
+        return fail_detail(c, CLAWQ_EINVALID, "invalid member");
+    return store_put(c->t, STORE_DB_META,
+                     cq_bytes_of(key, member_key(key, m->node_id)),
+                     m->client_addr);
+}
+
 static int apply_op(ctx *c, const cmd_op *op, fsm_op_result *out)
 {
     switch (op->type) {
@@ -1503,6 +1523,8 @@ static int apply_op(ctx *c, const cmd_op *op, fsm_op_result *out)
         return op_queue_purge(c, &op->u.queue, out);
     case CMD_WORKERS:
         return op_workers(c, &op->u.workers);
+    case CMD_MEMBER:
+        return op_member(c, &op->u.member);
     default:
         return fail_detail(c, CLAWQ_EINVALID, "unknown op");
     }
@@ -1919,5 +1941,29 @@ int fsm_next_due(store *s, uint64_t *due_ms)
     read_end(&c);
     if (rc == 0)
         *due_ms = due;
+    return rc;
+}
+
+int fsm_member_addr(store *s, uint32_t node_id, char *buf, size_t len)
+{
+    uint8_t key[5];
+    cq_bytes v;
+    ctx c;
+    int rc;
+
+    rc = read_begin(&c, s, NULL);
+    if (rc != 0) {
+        ctx_fini(&c);
+        return rc;
+    }
+    rc = store_get(c.t, STORE_DB_META,
+                   cq_bytes_of(key, member_key(key, node_id)), &v);
+    if (rc == 0 && v.len >= len)
+        rc = CLAWQ_ETOO_LARGE;
+    if (rc == 0) {
+        memcpy(buf, v.ptr, v.len);
+        buf[v.len] = '\0';
+    }
+    read_end(&c);
     return rc;
 }

@@ -131,6 +131,10 @@ int fsm_dlq_list(store *s, const cmd_dlq *filter, uint64_t after_ms,
 /* One task by id into res->tasks[0]; CLAWQ_ENOT_FOUND if absent. */
 int fsm_task_get(store *s, uint64_t id, fsm_result *res);
 
+/* The client address node_id registered (a leader registers its own when
+ * elected), into buf (NUL-terminated): CLAWQ_ENOT_FOUND when unknown. */
+int fsm_member_addr(store *s, uint32_t node_id, char *buf, size_t len);
+
 /* The earliest time a tick has work (a delayed task due, a lease or
  * deadline running out, an idempotency key expiring), or 0 when nothing is
  * scheduled. */

@@ -46,11 +46,90 @@ static void hook_applied(void *arg)
     scaler_on_applied(d->scaler);
 }
 
+static void member_done(void *arg, int status, const fsm_result *res,
+                        size_t first, size_t n)
+{
+    (void)arg;
+    (void)n;
+    if (status != 0 || res->ops[first].status != 0)
+        LOG(LOG_WARN, "clawqd.member_failed", "status=%s",
+            clawq_err_name(status ? status : res->ops[first].status));
+}
+
+/* A new leader makes sure every node can send clients to it: its client
+ * address goes into the replicated member table (once per change). */
+static void register_self(daemon_ctx *d)
+{
+    char known[CMD_ADDR_MAX + 1];
+    cmd_op op;
+
+    if (fsm_member_addr(d->s, d->cfg.node_id, known, sizeof(known)) == 0 &&
+        strcmp(known, d->cfg.listen) == 0)
+        return;
+    memset(&op, 0, sizeof(op));
+    op.type = CMD_MEMBER;
+    op.u.member.node_id = d->cfg.node_id;
+    op.u.member.client_addr = cq_bytes_str(d->cfg.listen);
+    repl_submit(d->r, &op, 1, member_done, d);
+}
+
 static void hook_role(void *arg, bool leader)
 {
     daemon_ctx *d = arg;
     if (d->sc != NULL)
         sched_on_role(d->sc, leader);
+    if (leader && d->r != NULL)
+        register_self(d);
+}
+
+/* --cluster "1=ADDR,2=ADDR": the voters of a new cluster. Returns the
+ * count, or -1 with a message. */
+static int cluster_parse(const config *c, repl_member *out, char *err,
+                         size_t errlen)
+{
+    char buf[sizeof(c->cluster)], *save = NULL, *item;
+    bool self = false;
+    int n = 0;
+
+    if (c->cluster[0] == '\0')
+        return 0;
+    snprintf(buf, sizeof(buf), "%s", c->cluster);
+    for (item = strtok_r(buf, ",", &save); item != NULL;
+         item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '='), *end, host[256];
+        unsigned long id;
+        int port;
+
+        if (n == REPL_MAX_MEMBERS) {
+            snprintf(err, errlen, "clawqd: --cluster: at most %d members",
+                     REPL_MAX_MEMBERS);
+            return -1;
+        }
+        id = eq != NULL ? strtoul(item, &end, 10) : 0;
+        if (eq == NULL || end != eq || id == 0 || id > (1ul << 31) ||
+            config_addr_split(eq + 1, host, sizeof(host), &port) != 0 ||
+            strlen(eq + 1) >= sizeof(out[n].raft_addr)) {
+            snprintf(err, errlen,
+                     "clawqd: --cluster: \"%s\" is not ID=HOST:PORT", item);
+            return -1;
+        }
+        for (int i = 0; i < n; i++) {
+            if (out[i].id == id) {
+                snprintf(err, errlen, "clawqd: --cluster: id %lu twice", id);
+                return -1;
+            }
+        }
+        out[n].id = (uint32_t)id;
+        snprintf(out[n].raft_addr, sizeof(out[n].raft_addr), "%s", eq + 1);
+        self = self || id == c->node_id;
+        n++;
+    }
+    if (!self) {
+        snprintf(err, errlen, "clawqd: --cluster does not name --node-id %u",
+                 c->node_id);
+        return -1;
+    }
+    return n;
 }
 
 static int mkdir_p(const char *path)
@@ -158,7 +237,8 @@ int main(int argc, char **argv)
     store_opts so;
     repl_opts ro;
     repl_hooks hooks;
-    int rc;
+    repl_member members[REPL_MAX_MEMBERS];
+    int rc, n_members;
 
     rc = config_parse(&d.cfg, argc, argv, NULL, err, sizeof(err));
     if (rc == 1)
@@ -166,6 +246,11 @@ int main(int argc, char **argv)
     if (rc != 0) {
         fprintf(stderr, "%s\n", err);
         fprintf(stderr, "clawqd: see clawqd --help\n");
+        return 2;
+    }
+    n_members = cluster_parse(&d.cfg, members, err, sizeof(err));
+    if (n_members < 0) {
+        fprintf(stderr, "%s\n", err);
         return 2;
     }
     log_init(d.cfg.log_level, d.cfg.log_format, 2);
@@ -205,6 +290,8 @@ int main(int argc, char **argv)
     ro.heartbeat_ms = (unsigned)d.cfg.heartbeat_timeout_ms;
     ro.snapshot_threshold = d.cfg.snapshot_threshold;
     ro.snapshot_trailing = d.cfg.snapshot_trailing;
+    ro.members = members;
+    ro.n_members = (size_t)n_members;
     hooks.arg = &d;
     hooks.applied = hook_applied;
     hooks.role_changed = hook_role;

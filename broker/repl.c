@@ -662,7 +662,15 @@ int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
     raft_set_max_inflight_entries(&r->raft, 1024);
 
     raft_configuration_init(&conf);
-    rc = raft_configuration_add(&conf, o->node_id, o->raft_addr, RAFT_VOTER);
+    if (o->n_members == 0) {
+        rc =
+            raft_configuration_add(&conf, o->node_id, o->raft_addr, RAFT_VOTER);
+    } else {
+        size_t i;
+        for (i = 0, rc = 0; i < o->n_members && rc == 0; i++)
+            rc = raft_configuration_add(&conf, o->members[i].id,
+                                        o->members[i].raft_addr, RAFT_VOTER);
+    }
     if (rc == 0) {
         rc = raft_bootstrap(&r->raft, &conf);
         if (rc == RAFT_CANTBOOTSTRAP)
@@ -720,6 +728,15 @@ fail:
 bool repl_is_leader(repl *r)
 {
     return r->leader;
+}
+
+uint32_t repl_leader_id(repl *r)
+{
+    raft_id id = 0;
+    const char *addr = NULL;
+
+    raft_leader(&r->raft, &id, &addr);
+    return (uint32_t)id;
 }
 
 bool repl_accepts_writes(repl *r)

@@ -36,6 +36,13 @@ typedef struct repl repl;
 typedef void (*repl_cb)(void *arg, int status, const fsm_result *res,
                         size_t first_op, size_t n_ops);
 
+#define REPL_MAX_MEMBERS 9
+
+typedef struct repl_member {
+    uint32_t id;
+    char raft_addr[64];
+} repl_member;
+
 typedef struct repl_opts {
     uint32_t node_id;
     const char *raft_addr; /* host:port this node's Raft listens on */
@@ -44,6 +51,10 @@ typedef struct repl_opts {
     unsigned heartbeat_ms;
     unsigned snapshot_threshold;
     unsigned snapshot_trailing;
+    /* The voters a fresh directory is bootstrapped with (this node among
+     * them); none = this node alone. */
+    const repl_member *members;
+    size_t n_members;
 } repl_opts;
 
 typedef struct repl_hooks {
@@ -82,6 +93,9 @@ int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
  * or CLAWQ_ENOT_LEADER (another node leads) / CLAWQ_ESHUTTING_DOWN /
  * CLAWQ_ETOO_LARGE / CLAWQ_ENOMEM at once (cb will not fire). */
 int repl_submit(repl *r, const cmd_op *ops, size_t n, repl_cb cb, void *arg);
+
+/* The leader's id (0 = none known). */
+uint32_t repl_leader_id(repl *r);
 
 /* Leader and caught up (the barrier of its term applied): serves reads
  * and runs the scheduler. */

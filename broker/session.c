@@ -380,6 +380,13 @@ static Clawq__Status wire_status(int err)
 static void reply_status(sess *c, uint64_t id, int err, const char *msg)
 {
     Clawq__Response resp = CLAWQ__RESPONSE__INIT;
+    char leader[CMD_ADDR_MAX + 1];
+    uint32_t lid;
+
+    /* Send the client to the leader, when this node knows where it is. */
+    if (err == CLAWQ_ENOT_LEADER && (lid = repl_leader_id(c->srv->r)) != 0 &&
+        fsm_member_addr(c->srv->s, lid, leader, sizeof(leader)) == 0)
+        resp.leader = leader;
 
     resp.id = id;
     resp.has_status = 1;
@@ -1695,6 +1702,7 @@ static void on_hello(sess *c, uint64_t id, const Clawq__Hello *h)
 {
     Clawq__Response resp = CLAWQ__RESPONSE__INIT;
     Clawq__HelloResponse hr = CLAWQ__HELLO_RESPONSE__INIT;
+    char leader[CMD_ADDR_MAX + 1];
     repl_info info;
 
     if (h->has_protocol_version &&
@@ -1712,9 +1720,12 @@ static void on_hello(sess *c, uint64_t id, const Clawq__Hello *h)
     hr.node_id = c->srv->node_id;
     hr.has_leader_id = 1;
     hr.leader_id = info.leader_id;
-    /* Other members' client addresses arrive with the cluster issue. */
     if (info.leader_id == c->srv->node_id)
         hr.leader = (char *)(uintptr_t)c->srv->listen_addr;
+    else if (info.leader_id != 0 &&
+             fsm_member_addr(c->srv->s, info.leader_id, leader,
+                             sizeof(leader)) == 0)
+        hr.leader = leader;
     hr.has_max_frame = 1;
     hr.max_frame = c->srv->limits.max_frame;
     hr.has_max_batch = 1;

@@ -35,7 +35,7 @@
 /* The per-TCase root, made by the parent and inherited by each test. */
 static char root[256];
 
-static const char *clawqd_path(void)
+const char *th_clawqd_path(void)
 {
     const char *p = getenv("CLAWQ_IT_CLAWQD");
     return p != NULL && *p != '\0' ? p : CLAWQD_PATH;
@@ -197,7 +197,7 @@ int th_run_suite(Suite *s)
 
 /* A port that was free on 127.0.0.1 a moment ago, distinct from the
  * n_avoid ports in avoid. */
-static uint16_t free_port(const uint16_t *avoid, int n_avoid)
+uint16_t th_free_port(const uint16_t *avoid, int n_avoid)
 {
     for (int tries = 0; tries < 100; tries++) {
         struct sockaddr_in a;
@@ -227,10 +227,10 @@ static void pick_ports(th_broker *b)
 {
     uint16_t p[4];
 
-    p[0] = free_port(p, 0);
-    p[1] = free_port(p, 1);
-    p[2] = free_port(p, 2);
-    p[3] = free_port(p, 3);
+    p[0] = th_free_port(p, 0);
+    p[1] = th_free_port(p, 1);
+    p[2] = th_free_port(p, 2);
+    p[3] = th_free_port(p, 3);
     b->port = p[0];
     b->raft_port = p[1];
     b->http_port = p[2];
@@ -276,7 +276,7 @@ static void spawn(th_broker *b)
     snprintf(raft, sizeof(raft), "127.0.0.1:%u", b->raft_port);
     snprintf(http, sizeof(http), "127.0.0.1:%u", b->http_port);
     snprintf(scaler, sizeof(scaler), "127.0.0.1:%u", b->scaler_port);
-    argv[argc++] = xstrdup(clawqd_path());
+    argv[argc++] = xstrdup(th_clawqd_path());
     argv[argc++] = xstrdup("--data");
     argv[argc++] = b->data;
     argv[argc++] = xstrdup("--listen");

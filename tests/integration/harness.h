@@ -87,6 +87,12 @@ long th_rss_kb(pid_t pid);
 /* Monotonic milliseconds. */
 uint64_t th_now_ms(void);
 
+/* A free TCP port on 127.0.0.1, none of avoid[0..n_avoid). */
+uint16_t th_free_port(const uint16_t *avoid, int n_avoid);
+
+/* The clawqd binary the tests run. */
+const char *th_clawqd_path(void);
+
 /* Sleeps ms milliseconds. */
 void th_sleep_ms(uint32_t ms);
 

@@ -67,6 +67,8 @@ static bool op_within(const cmd_op *op, const void *buf, size_t len)
         return within(op->u.queue.queue, buf, len);
     case CMD_WORKERS:
         return within(op->u.workers.queue, buf, len);
+    case CMD_MEMBER:
+        return within(op->u.member.client_addr, buf, len);
     case CMD_DLQ_REPLAY:
     case CMD_DLQ_PURGE:
         return within(op->u.dlq.queue, buf, len) &&
@@ -112,6 +114,9 @@ static void assert_op_within(const cmd_op *op, const void *buf, size_t len)
         break;
     case CMD_WORKERS:
         ck_assert(within(op->u.workers.queue, buf, len));
+        break;
+    case CMD_MEMBER:
+        ck_assert(within(op->u.member.client_addr, buf, len));
         break;
     case CMD_DLQ_REPLAY:
     case CMD_DLQ_PURGE:
@@ -198,6 +203,9 @@ static bool op_eq(const cmd_op *a, const cmd_op *b)
     case CMD_QUEUE_RESUME:
     case CMD_QUEUE_PURGE:
         return bytes_eq(a->u.queue.queue, b->u.queue.queue);
+    case CMD_MEMBER:
+        return a->u.member.node_id == b->u.member.node_id &&
+               bytes_eq(a->u.member.client_addr, b->u.member.client_addr);
     case CMD_WORKERS:
         return bytes_eq(a->u.workers.queue, b->u.workers.queue) &&
                a->u.workers.workers == b->u.workers.workers &&
@@ -291,6 +299,10 @@ static void assert_op_eq(const cmd_op *a, const cmd_op *b)
     case CMD_QUEUE_RESUME:
     case CMD_QUEUE_PURGE:
         assert_bytes_eq(a->u.queue.queue, b->u.queue.queue);
+        break;
+    case CMD_MEMBER:
+        ck_assert_uint_eq(a->u.member.node_id, b->u.member.node_id);
+        assert_bytes_eq(a->u.member.client_addr, b->u.member.client_addr);
         break;
     case CMD_WORKERS:
         assert_bytes_eq(a->u.workers.queue, b->u.workers.queue);
@@ -465,6 +477,9 @@ static void fixture_setup(void)
     op->u.queue.queue = cq_bytes_str("resumed.q");
     op = add(CMD_QUEUE_PURGE);
     op->u.queue.queue = cq_bytes_str("purged.q");
+    op = add(CMD_MEMBER);
+    op->u.member.node_id = 3;
+    op->u.member.client_addr = cq_bytes_str("10.0.0.3:7700");
     op = add(CMD_WORKERS);
     op->u.workers.queue = cq_bytes_str("gpu");
     op->u.workers.workers = 3;
@@ -541,10 +556,10 @@ END_TEST
 START_TEST(test_roundtrip_every_type_named)
 {
     /* The fixture covers all thirteen types and each has a name. */
-    bool seen[CMD_WORKERS + 1] = {false};
+    bool seen[CMD_MEMBER + 1] = {false};
     for (size_t i = 0; i < g_n_ops; i++)
         seen[g_ops[i].type] = true;
-    for (int t = CMD_PUT; t <= CMD_WORKERS; t++) {
+    for (int t = CMD_PUT; t <= CMD_MEMBER; t++) {
         ck_assert_msg(seen[t], "type %d not covered", t);
         ck_assert_str_ne(cmd_type_name(t), "");
     }
@@ -552,7 +567,7 @@ START_TEST(test_roundtrip_every_type_named)
     ck_assert_str_eq(cmd_type_name(CMD_LEASE), "lease");
     ck_assert_str_eq(cmd_type_name(CMD_TICK), "tick");
     ck_assert_str_eq(cmd_type_name(0), "");
-    ck_assert_str_eq(cmd_type_name(CMD_WORKERS + 1), "");
+    ck_assert_str_eq(cmd_type_name(CMD_MEMBER + 1), "");
 }
 END_TEST
 
@@ -606,7 +621,7 @@ START_TEST(test_writer_rejects_unknown_type)
     cmd_writer_init(&w);
     op.type = 0;
     ck_assert_int_eq(cmd_writer_add(&w, &op), CLAWQ_EINVALID);
-    op.type = CMD_WORKERS + 1;
+    op.type = CMD_MEMBER + 1;
     ck_assert_int_eq(cmd_writer_add(&w, &op), CLAWQ_EINVALID);
     op.type = 255;
     ck_assert_int_eq(cmd_writer_add(&w, &op), CLAWQ_EINVALID);
@@ -1002,7 +1017,7 @@ static void check_valid_decode(const cmd_batch *b, const uint8_t *buf,
     if (b->n_ops > CMD_MAX_OPS)
         ck_assert_uint_le(b->n_ops, CMD_MAX_OPS);
     for (size_t i = 0; i < b->n_ops; i++) {
-        if (b->ops[i].type < CMD_PUT || b->ops[i].type > CMD_WORKERS)
+        if (b->ops[i].type < CMD_PUT || b->ops[i].type > CMD_MEMBER)
             ck_abort_msg("decoded op type %u", b->ops[i].type);
         if (!op_within(&b->ops[i], buf, len))
             assert_op_within(&b->ops[i], buf, len);
