@@ -1072,13 +1072,13 @@ static int call(clawq_client *c, uint32_t field, const ProtobufCMessage *m,
                     r->message != NULL && r->message[0] != '\0'
                         ? r->message
                         : clawq_strerror(st));
-        if ((st == CLAWQ_ENOT_LEADER || st == CLAWQ_ESHUTTING_DOWN) &&
-            ++hops <= CLAWQ_MAX_REDIRECTS) {
+        if (st == CLAWQ_ENOT_LEADER || st == CLAWQ_ESHUTTING_DOWN) {
             clawq__endpoint ep;
             bool hinted = r->leader != NULL && r->leader[0] != '\0' &&
                           clawq__endpoint_parse(r->leader, strlen(r->leader),
                                                 CLAWQ_DEFAULT_PORT, &ep) == 0;
 
+            hops++;
             clawq__response__free_unpacked(r, NULL);
             rc = pending_drain(c, deadline);
             conn_drop(c);
@@ -1088,12 +1088,17 @@ static int call(clawq_client *c, uint32_t field, const ProtobufCMessage *m,
                 c->hint = ep;
                 c->has_hint = true;
             } else {
-                /* No leader known (an election): next node, after a
-                 * pause that grows with each hop. */
-                uint64_t sl = (uint64_t)BACKOFF_BASE_MS << hops;
+                c->ep_idx = (c->ep_idx + 1) % c->n_eps;
+            }
+            /* No leader known (an election), or past the quick hops (the
+             * named leader may be dead while the others still name it):
+             * retry after a pause that grows with each hop, until the
+             * caller's deadline. */
+            if (!hinted || hops > CLAWQ_MAX_REDIRECTS) {
+                uint64_t sl = (uint64_t)BACKOFF_BASE_MS
+                              << (hops < 5 ? hops : 5);
                 uint64_t now = now_ms();
 
-                c->ep_idx = (c->ep_idx + 1) % c->n_eps;
                 if (now + sl >= deadline)
                     return st;
                 sleep_ms(sl);

@@ -115,7 +115,10 @@ typedef struct clawq_client clawq_client;
 #define CLAWQ_DEFAULT_PRIORITY 128
 #define CLAWQ_MAX_BATCH_TASKS 1024 /* tasks per put_batch, pull, ack_batch */
 #define CLAWQ_MAX_QUEUE_NAME 128   /* bytes of [A-Za-z0-9._:-] */
-#define CLAWQ_MAX_REDIRECTS 5      /* NOT_LEADER hops per call */
+#define CLAWQ_MAX_REDIRECTS                                                    \
+    5 /* quick NOT_LEADER hops per call; then                                  \
+         the call retries with a growing pause                                 \
+         until its timeout */
 
 /* Connection options. Initialise with clawq_options_init() and change the
  * fields you need; a zero field means "the default" as listed. */

@@ -130,8 +130,42 @@ START_TEST(test_three_nodes_serve_clients)
         ck_assert_uint_ge(s.node_id, 1);
         ck_assert_uint_le(s.node_id, NODES);
     }
+    /* The leader dies (kill -9): a client given every node's address
+     * reaches the new leader; nothing acknowledged is lost. */
+    {
+        char all[128];
+        clawq_options o;
+        clawq_put_task t;
+        int leader = (int)s.node_id - 1;
+        uint64_t t0;
+
+        snprintf(all, sizeof(all), "%s,%s,%s", nodes[0].endpoint,
+                 nodes[1].endpoint, nodes[2].endpoint);
+        ck_assert_int_eq(kill(nodes[leader].pid, SIGKILL), 0);
+        ck_assert_int_eq(waitpid(nodes[leader].pid, NULL, 0),
+                         nodes[leader].pid);
+        nodes[leader].pid = 0;
+        t0 = th_now_ms();
+        clawq_options_init(&o);
+        o.request_timeout_ms = 8000;
+        ck_assert_int_eq(clawq_connect(all, &o, &c), 0);
+        clawq_put_task_init(&t);
+        t.payload = "after";
+        t.payload_len = 5;
+        rc = clawq_put(c, "cq", &t, &id, NULL);
+        fprintf(stderr, "put after killing leader node %d: %s in %llu ms\n",
+                leader + 1, clawq_strerror(rc),
+                (unsigned long long)(th_now_ms() - t0));
+        ck_assert_int_eq(rc, 0);
+        ck_assert_int_eq(clawq_queue_stats_get(c, "cq", &s), 0);
+        ck_assert_uint_eq(s.ready, NODES + 1);
+        ck_assert_uint_ne(s.node_id, (uint32_t)(leader + 1));
+        clawq_close(c);
+    }
     for (int i = 0; i < NODES; i++) {
         int st;
+        if (nodes[i].pid == 0)
+            continue;
         ck_assert_int_eq(kill(nodes[i].pid, SIGTERM), 0);
         ck_assert_int_eq(waitpid(nodes[i].pid, &st, 0), nodes[i].pid);
         ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);

@@ -738,18 +738,30 @@ START_TEST(mock_redirect_to_leader)
 }
 END_TEST
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 START_TEST(mock_redirect_bounded)
 {
     mock a = {0};
     clawq_client *c;
     clawq_queue_stats st;
+    uint64_t t0;
 
     mock_start(&a);
-    /* A node that names itself leader yet refuses: bounded hops. */
+    /* A node that names itself leader yet refuses: quick hops, then
+     * retries with a growing pause, bounded by the call's timeout. */
     snprintf(a.redirect, sizeof(a.redirect), "127.0.0.1:%u", a.port);
     c = mock_connect(&a, 3000);
+    t0 = mono_ms();
     ck_assert_int_eq(clawq_queue_stats_get(c, "q", &st), CLAWQ_ENOT_LEADER);
-    ck_assert_int_eq(atomic_load(&a.requests), CLAWQ_MAX_REDIRECTS + 1);
+    ck_assert_uint_le(mono_ms() - t0, 3500);
+    ck_assert_int_gt(atomic_load(&a.requests), CLAWQ_MAX_REDIRECTS + 1);
+    ck_assert_int_le(atomic_load(&a.requests), CLAWQ_MAX_REDIRECTS + 4);
     clawq_close(c);
     mock_stop(&a);
 }
