@@ -35,6 +35,8 @@ typedef struct daemon_ctx {
     uv_timer_t grace;
     bool stopping;
     bool core_stopping; /* stop_core ran */
+    bool draining;      /* begin_drain ran */
+    uv_timer_t transfer_wait;
     int exit_code;
 } daemon_ctx;
 
@@ -164,6 +166,7 @@ static void repl_closed(void *arg)
     d->r = NULL;
     sess_server_close(&d->srv);
     uv_close((uv_handle_t *)&d->grace, on_handle_closed);
+    uv_close((uv_handle_t *)&d->transfer_wait, on_handle_closed);
     uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
     uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
     LOG(LOG_INFO, "clawqd.stopped", "node=%u", d->cfg.node_id);
@@ -204,16 +207,13 @@ static void on_grace(uv_timer_t *t)
     stop_core(d);
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+/* Stop accepting, answer what is outstanding, then stop the core. */
+static void begin_drain(daemon_ctx *d)
 {
-    daemon_ctx *d = h->data;
-
-    if (d->stopping)
-        return;
-    d->stopping = true;
-    LOG(LOG_INFO, "clawqd.stopping", "signal=%d open=%zu", signum,
-        d->srv.n_sessions);
-    uv_timer_start(&d->grace, on_grace, d->cfg.shutdown_grace_ms, 0);
+    if (d->draining)
+        return; /* the transfer's end, or its timeout, came first */
+    d->draining = true;
+    uv_timer_stop(&d->transfer_wait);
     /* Waiting pullers are answered now (empty); then the drain. */
     d->srv.shutting_down = true;
     sched_on_role(d->sc, false);
@@ -228,6 +228,43 @@ static void on_signal(uv_signal_t *h, int signum)
     } else {
         stop_core(d);
     }
+}
+
+static void transferred(void *arg, bool moved)
+{
+    daemon_ctx *d = arg;
+
+    (void)moved;           /* either way: we go */
+    if (!d->core_stopping) /* unless the grace ran out meanwhile */
+        begin_drain(d);
+}
+
+static void on_transfer_wait(uv_timer_t *t)
+{
+    daemon_ctx *d = t->data;
+
+    LOG(LOG_WARN, "clawqd.transfer_timeout", "%s", "");
+    if (!d->core_stopping)
+        begin_drain(d);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    daemon_ctx *d = h->data;
+
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    LOG(LOG_INFO, "clawqd.stopping", "signal=%d open=%zu", signum,
+        d->srv.n_sessions);
+    uv_timer_start(&d->grace, on_grace, d->cfg.shutdown_grace_ms, 0);
+    /* A leader of a cluster hands over first (a few ms), so clients find
+     * the next leader without waiting out an election. */
+    if (repl_transfer(d->r, transferred, d) != 0)
+        begin_drain(d);
+    else /* normally a few ms; never longer than an election or two */
+        uv_timer_start(&d->transfer_wait, on_transfer_wait,
+                       2 * d->cfg.election_timeout_ms + 200, 0);
 }
 
 int main(int argc, char **argv)
@@ -344,6 +381,8 @@ int main(int argc, char **argv)
 
     uv_timer_init(d.loop, &d.grace);
     d.grace.data = &d;
+    uv_timer_init(d.loop, &d.transfer_wait);
+    d.transfer_wait.data = &d;
     uv_signal_init(d.loop, &d.sigterm);
     uv_signal_init(d.loop, &d.sigint);
     d.sigterm.data = d.sigint.data = &d;

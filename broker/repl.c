@@ -58,6 +58,9 @@ struct repl {
     uv_idle_t idle;
     struct raft_barrier barrier;
     bool barrier_pending;
+    struct raft_transfer transfer;
+    void (*transfer_done)(void *arg, bool moved);
+    void *transfer_arg;
 
     entry *open_head, *open_tail;     /* batches not proposed yet */
     entry *flight_head, *flight_tail; /* proposed, in index order */
@@ -728,6 +731,38 @@ fail:
 bool repl_is_leader(repl *r)
 {
     return r->leader;
+}
+
+static void transfer_cb(struct raft_transfer *req)
+{
+    repl *r = req->data;
+    raft_id id = 0;
+    const char *addr = NULL;
+    void (*done)(void *, bool) = r->transfer_done;
+
+    raft_leader(&r->raft, &id, &addr);
+    r->transfer_done = NULL;
+    LOG(LOG_INFO, "repl.transfer", "leader=%llu moved=%s",
+        (unsigned long long)id, id != 0 && id != r->raft.id ? "yes" : "no");
+    if (done != NULL)
+        done(r->transfer_arg, id != 0 && id != r->raft.id);
+}
+
+int repl_transfer(repl *r, void (*done)(void *arg, bool moved), void *arg)
+{
+    int rc;
+
+    if (r->closing || !r->raft_leader || r->transfer_done != NULL)
+        return CLAWQ_EINVALID;
+    r->transfer.data = r;
+    r->transfer_done = done;
+    r->transfer_arg = arg;
+    rc = raft_transfer(&r->raft, &r->transfer, 0, transfer_cb);
+    if (rc != 0) {
+        r->transfer_done = NULL;
+        return rc == RAFT_NOTFOUND ? CLAWQ_ENOT_FOUND : CLAWQ_EUNAVAILABLE;
+    }
+    return 0;
 }
 
 uint32_t repl_leader_id(repl *r)

@@ -109,6 +109,12 @@ void repl_get_info(repl *r, repl_info *out);
  * of any applied command. */
 uint64_t repl_now_ms(repl *r);
 
+/* Hands leadership to the most up-to-date voter before a graceful stop.
+ * Returns 0 and calls done(arg, moved) once (moved: another node leads
+ * now), or an error at once when there is nothing to do (not the leader,
+ * no other voter): then done is not called. */
+int repl_transfer(repl *r, void (*done)(void *arg, bool moved), void *arg);
+
 /* Stops Raft. Pending submissions fail with CLAWQ_ESHUTTING_DOWN; `done`
  * runs once every handle is closed. The store stays open (the caller
  * closes it after done). */
