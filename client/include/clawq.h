@@ -134,6 +134,11 @@ typedef struct clawq_options {
     uint32_t pipeline_window;    /* pipelined requests (clawq_put_async
                                     puts and tickets) in flight at once;
                                     0 = 256 */
+    int no_follow;               /* nonzero: stay on the node connected to:
+                                    do not move to the leader it names, and
+                                    return CLAWQ_ENOT_LEADER to the caller
+                                    instead of following it (to read one
+                                    node's own view, e.g. its digest) */
 } clawq_options;
 
 /* Fills *opts with the defaults (all zero / NULL). Never fails. */
@@ -660,6 +665,62 @@ CLAWQ_EXTERN int clawq_dlq_replay(clawq_client *c, const char *queue,
 CLAWQ_EXTERN int clawq_dlq_purge(clawq_client *c, const char *queue,
                                  const clawq_dlq_filter *filter,
                                  uint64_t *count);
+
+/* ---- cluster administration ---- */
+
+#define CLAWQ_MAX_MEMBERS 9
+#define CLAWQ_MAX_ADDR 255
+
+typedef struct clawq_cluster_member {
+    uint32_t id;
+    char raft_addr[CLAWQ_MAX_ADDR + 1];
+    char client_addr[CLAWQ_MAX_ADDR + 1]; /* "" = not registered yet */
+    char role[16];                        /* "voter", "standby", "spare" */
+    uint64_t match_index; /* leader_view only: the last entry it has */
+    uint64_t lag;         /* leader_view only: entries behind the leader */
+} clawq_cluster_member;
+
+/* One node's view of the cluster (the node in node_id). */
+typedef struct clawq_cluster_status {
+    uint32_t node_id;
+    char role[16]; /* "leader", "follower", "candidate", "unavailable" */
+    uint32_t leader_id;                /* 0 = no leader known */
+    char leader[CLAWQ_MAX_ADDR + 1];   /* the leader's client address */
+    uint64_t term, commit_index, applied_index, last_index;
+    int leader_view;                   /* members' match_index / lag set */
+    int has_digest;                    /* CLAWQ_CLUSTER_DIGEST was asked */
+    uint64_t digest;                   /* FNV-1a over the node's store */
+    uint64_t digest_index;             /* the applied index it is of */
+    size_t n_members;
+    clawq_cluster_member members[CLAWQ_MAX_MEMBERS];
+} clawq_cluster_status;
+
+#define CLAWQ_CLUSTER_DIGEST 1u /* flags: add the state digest */
+
+/* The connected node's view (any node answers: connect with no_follow to
+ * ask a given node). */
+CLAWQ_EXTERN int clawq_cluster_status_get(clawq_client *c, unsigned flags,
+                                          clawq_cluster_status *out);
+
+/* Adds node id as a non-voter and promotes it to voter once it caught up;
+ * returns when the promotion is committed (or the call's timeout). The
+ * leader's view afterwards goes to *out when not NULL. Idempotent for a
+ * node already a voter with the same addresses; CLAWQ_EINVALID for an id
+ * or address in use by another member. */
+CLAWQ_EXTERN int clawq_cluster_add(clawq_client *c, uint32_t id,
+                                   const char *raft_addr,
+                                   const char *client_addr,
+                                   clawq_cluster_status *out);
+
+/* Removes node id (not the leader: transfer first). CLAWQ_ENOT_FOUND when
+ * it is not a member. */
+CLAWQ_EXTERN int clawq_cluster_remove(clawq_client *c, uint32_t id,
+                                      clawq_cluster_status *out);
+
+/* Hands leadership to node id (0: the most up-to-date voter); returns once
+ * another node leads (*out: the old leader's view). */
+CLAWQ_EXTERN int clawq_cluster_transfer(clawq_client *c, uint32_t id,
+                                        clawq_cluster_status *out);
 
 #ifdef __cplusplus
 }
