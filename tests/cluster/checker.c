@@ -83,6 +83,7 @@ typedef struct opts {
     uint32_t duration_s, max_gap_ms, timeout_ms, rate;
     long pid;
     bool no_follow;
+    bool reopen; /* close and reopen a handle whose request timed out */
 } opts;
 
 enum { PUT_NONE = 0, PUT_ACKED = 1, PUT_FAILED = 2 };
@@ -128,6 +129,7 @@ struct checker {
     table *tables;      /* one per producer */
     uint64_t puts_acked, puts_failed, puts_retried, puts_dup_answers;
     uint64_t delivered, redelivered, acks_ok, acks_refused;
+    uint64_t acks_refused_by[N_ERR]; /* by -status */
     uint64_t acks_given_up;
     uint64_t resurrected, duplicates, foreign;
     char problems[MAX_REPORT][160];
@@ -274,6 +276,23 @@ static int connect_retry(const checker *k, const char *servers, bool no_follow,
 
 /* ---- load ---- */
 
+/* With --reopen-after-timeout: a handle whose request timed out is closed
+ * and a new one connected. A stopgap for a libclawq that keeps a
+ * connection to a node it can no longer reach (a partition drops no TCP
+ * connection), not what a test of the library should rely on. */
+static void maybe_reopen(worker *w, int rc)
+{
+    clawq_client *c = NULL;
+
+    if (!w->k->o.reopen || rc != CLAWQ_ETIMEOUT)
+        return;
+    if (connect_retry(w->k, w->k->o.servers, false, w->k->o.request_timeout_ms,
+                      1000, &c) != 0)
+        return;
+    clawq_close(w->c);
+    w->c = c;
+}
+
 static void *producer_main(void *arg)
 {
     worker *w = arg;
@@ -308,6 +327,7 @@ static void *producer_main(void *arg)
             }
             count_error(k, rc);
             err_at(&w->st, now);
+            maybe_reopen(w, rc);
             if (now - start >= k->o.give_up_ms)
                 break;
             retried = true;
@@ -388,25 +408,30 @@ static void record_pull(checker *k, const clawq_task *tasks, size_t n,
     pthread_mutex_unlock(&k->mu);
 }
 
+/* Records the outcome of an ack of tasks[0..n): statuses NULL when the
+ * request never got an answer. A refusal after a re-sent ack (NOT_FOUND:
+ * the first one deleted the task) is counted, not judged. */
 static void record_acks(checker *k, const clawq_task *tasks, size_t n,
                         const int *statuses, uint64_t at)
 {
     pthread_mutex_lock(&k->mu);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t j = 0; j < n; j++) {
         uint32_t p;
         uint64_t seq;
 
-        if (!parse_key(k, &tasks[i], &p, &seq))
+        if (!parse_key(k, &tasks[j], &p, &seq))
             continue;
         if (statuses == NULL) {
             k->acks_given_up++;
-        } else if (statuses[i] == 0) {
+        } else if (statuses[j] == 0) {
             entry *e = entry_at(k, p, seq);
             k->acks_ok++;
             if (e->ack_ok_ms == 0)
                 e->ack_ok_ms = at;
         } else {
+            int code = -statuses[j];
             k->acks_refused++; /* LEASE_LOST / NOT_FOUND: may come back */
+            k->acks_refused_by[code > 0 && code < N_ERR ? code : 0]++;
         }
     }
     pthread_mutex_unlock(&k->mu);
@@ -431,6 +456,7 @@ static void *consumer_main(void *arg)
         if (rc != 0) {
             count_error(k, rc);
             err_at(&w->st, now);
+            maybe_reopen(w, rc);
             sleep_ms(20);
             continue;
         }
@@ -454,6 +480,7 @@ static void *consumer_main(void *arg)
             }
             count_error(k, rc);
             err_at(&w->st, now);
+            maybe_reopen(w, rc);
             if (now - start >= k->o.give_up_ms)
                 break;
             sleep_ms(20);
@@ -691,6 +718,12 @@ static int run_load(checker *k)
            "\n",
            k->delivered, k->redelivered, k->acks_ok, k->acks_refused,
            k->acks_given_up);
+    printf("checker: acks refused by status:");
+    for (int i = 0; i < N_ERR; i++)
+        if (k->acks_refused_by[i] > 0)
+            printf(" %s=%" PRIu64, i ? clawq_err_name(-i) : "OTHER",
+                   k->acks_refused_by[i]);
+    printf("\n");
     printf("checker: lost=%" PRIu64 " resurrected=%" PRIu64
            " duplicates=%" PRIu64 " foreign=%" PRIu64 " leftover=%" PRId64 "\n",
            lost, k->resurrected, k->duplicates, k->foreign, left);
@@ -950,6 +983,7 @@ static void usage(void)
             "      --give-up-ms MS (30000) --drain-ms MS (lease + 20000)\n"
             "      --stop-file F --duration S (600) --status-file F\n"
             "      --max-gap-ms MS (0 = no limit) --rate N (per producer/s)\n"
+            "      --reopen-after-timeout (a stopgap, see maybe_reopen)\n"
             "leader: --timeout-ms MS (10000) [--no-follow]\n"
             "put: --key K [--no-follow] --timeout-ms MS\n"
             "failover: --pid PID --timeout-ms MS\n"
@@ -991,6 +1025,10 @@ static void parse_args(opts *o, int argc, char **argv)
 
         if (strcmp(a, "--no-follow") == 0) {
             o->no_follow = true;
+            continue;
+        }
+        if (strcmp(a, "--reopen-after-timeout") == 0) {
+            o->reopen = true;
             continue;
         }
         if (v == NULL)
