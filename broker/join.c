@@ -24,9 +24,9 @@ struct joiner {
     char raft_addr[64];
     char client_addr[CMD_ADDR_MAX + 1];
     char join[1024];
-    bool joining;  /* a fresh node: join until admitted */
-    bool busy;     /* a request is on the worker thread */
-    bool closing;  /* joiner_close ran */
+    bool joining; /* a fresh node: join until admitted */
+    bool busy;    /* a request is on the worker thread */
+    bool closing; /* joiner_close ran */
     bool timer_closed;
     uint64_t next_ms; /* uv_now() before which no new attempt starts */
     uint32_t pause_ms;
@@ -72,11 +72,10 @@ static void work_run(uv_work_t *w)
     j->w_err[0] = '\0';
     rc = clawq_connect2(j->w_endpoints, &o, &c, j->w_err, sizeof(j->w_err));
     if (rc == 0) {
-        rc = j->w_register
-                 ? clawq_cluster_register(c, j->node_id, j->raft_addr,
-                                          j->client_addr)
-                 : clawq_cluster_add(c, j->node_id, j->raft_addr,
-                                     j->client_addr, NULL);
+        rc = j->w_register ? clawq_cluster_register(c, j->node_id, j->raft_addr,
+                                                    j->client_addr)
+                           : clawq_cluster_add(c, j->node_id, j->raft_addr,
+                                               j->client_addr, NULL);
         if (rc != 0)
             snprintf(j->w_err, sizeof(j->w_err), "%s", clawq_errmsg(c));
         clawq_close(c);
@@ -106,7 +105,8 @@ static void work_done(uv_work_t *w, int status)
         j->w_endpoints, clawq_err_name(status != 0 ? CLAWQ_EINTERNAL : j->w_rc),
         j->w_err, j->pause_ms);
     j->next_ms = uv_now(j->loop) + j->pause_ms;
-    j->pause_ms = j->pause_ms * 2 > PAUSE_MAX_MS ? PAUSE_MAX_MS : j->pause_ms * 2;
+    j->pause_ms =
+        j->pause_ms * 2 > PAUSE_MAX_MS ? PAUSE_MAX_MS : j->pause_ms * 2;
 }
 
 static void on_tick(uv_timer_t *t)

@@ -43,6 +43,11 @@
 #define MAX_TICKETS 65536u /* submitted and not yet collected */
 #define BACKOFF_BASE_MS 50u
 #define BACKOFF_MAX_MS 2000u
+/* Between retries of a request that a node refused (NOT_LEADER, no leader
+ * known): an election takes a few hundred ms, and asking costs the broker
+ * one small frame, so the pause stays short: a client sees the new leader
+ * within about this much of its election. */
+#define REDIRECT_PAUSE_MAX_MS 200u
 #define RBUF_MIN (64u << 10)
 #define MAX_FRAME_CAP (256u << 20)
 
@@ -864,6 +869,13 @@ static int pending_resend(clawq_client *c)
     return 0;
 }
 
+/* The pause before the k-th retry of a refused request. */
+static uint64_t redirect_pause(uint32_t k)
+{
+    uint64_t sl = (uint64_t)BACKOFF_BASE_MS << (k < 5 ? k : 5);
+    return sl < REDIRECT_PAUSE_MAX_MS ? sl : REDIRECT_PAUSE_MAX_MS;
+}
+
 /* When the connected node names another as leader, connect there instead
  * (once); a failure to do so keeps the current connection. */
 static void leader_follow(clawq_client *c)
@@ -920,7 +932,7 @@ static int conn_ensure(clawq_client *c, uint64_t deadline)
             for (size_t i = 0; i < c->n_pend; i++)
                 if (c->pend[i].hops > k)
                     k = c->pend[i].hops;
-            sl = (uint64_t)BACKOFF_BASE_MS << (k < 5 ? k : 5);
+            sl = redirect_pause(k);
             c->ep_idx = (c->ep_idx + 1) % c->n_eps;
             sleep_ms(now + sl < deadline ? sl
                      : deadline > now    ? deadline - now
@@ -1097,8 +1109,7 @@ static int call(clawq_client *c, uint32_t field, const ProtobufCMessage *m,
              * retry after a pause that grows with each hop, until the
              * caller's deadline. */
             if (!hinted || hops > CLAWQ_MAX_REDIRECTS) {
-                uint64_t sl = (uint64_t)BACKOFF_BASE_MS
-                              << (hops < 5 ? hops : 5);
+                uint64_t sl = redirect_pause(hops);
                 uint64_t now = now_ms();
 
                 if (now + sl >= deadline)
