@@ -135,7 +135,7 @@ typedef struct cmd_workers { /* the leader's worker summary for a queue */
 
 typedef struct cmd_member { /* a node's client address, for redirects */
     uint32_t node_id;
-    cq_bytes client_addr; /* 1..CMD_ADDR_MAX bytes */
+    cq_bytes client_addr; /* 0..CMD_ADDR_MAX bytes; empty: it left */
 } cmd_member;
 #define CMD_ADDR_MAX 255
 

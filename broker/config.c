@@ -42,7 +42,9 @@ typedef struct opt {
     uint64_t min, max;   /* bounds of numeric types, in base units */
     const char *unit;    /* what a number counts, for messages; NULL for
                             durations (always ms) */
-    const char *choices; /* OPT_ENUM: "a|b|c", index = stored value */
+    const char *choices; /* OPT_ENUM: "a|b|c", index = stored value;
+                            OPT_STRING: the --help placeholder (NULL =
+                            PATH) */
     const char *help;
 } opt;
 
@@ -69,9 +71,15 @@ static const opt opts[] = {
      "address for Raft traffic between nodes"},
     {"http", OPT_ADDR, FIELD(http), "127.0.0.1:7780", 0, 0, NULL, NULL,
      "address for HTTP: metrics and health"},
-    {"cluster", OPT_STRING, FIELD(cluster), "", 0, 1023, NULL, NULL,
-     "the voters of a new cluster, ID=RAFTADDR,... (every node given the "
-     "same list); empty = a one-node cluster. Ignored on a restart"},
+    {"cluster", OPT_STRING, FIELD(cluster), "", 0, 1023, NULL,
+     "ID=HOST:PORT,...",
+     "the voters of a new cluster with their Raft addresses (every node "
+     "given the same list); empty = a one-node cluster. Ignored on a "
+     "restart"},
+    {"join", OPT_STRING, FIELD(join), "", 0, 1023, NULL, "HOST:PORT,...",
+     "client addresses of members of an existing cluster: a node with a "
+     "fresh data directory asks to be added (a non-voter until it has "
+     "caught up, then a voter). Ignored on a restart"},
     {"scaler", OPT_ADDR, FIELD(scaler), "127.0.0.1:7790", 0, 0, NULL, NULL,
      "address for the KEDA external scaler (gRPC over HTTP/2)"},
     {"scaler-tls-cert", OPT_STRING, FIELD(scaler_tls_cert), "", 0,
@@ -667,7 +675,7 @@ static const char *opt_metavar(const opt *o)
 {
     switch (o->type) {
     case OPT_STRING:
-        return "PATH";
+        return o->choices != NULL ? o->choices : "PATH";
     case OPT_ADDR:
         return "HOST:PORT";
     case OPT_UINT:

@@ -38,6 +38,8 @@ typedef struct config {
     char scaler[CONFIG_ADDR_MAX]; /* KEDA external scaler (gRPC) address */
     char cluster[1024]; /* "1=RAFTADDR,2=RAFTADDR,...": the voters a new
                            cluster starts with; "" = this node alone */
+    char join[1024];    /* "HOST:PORT,...": members' client addresses to
+                           ask for admission (a fresh node) */
     char scaler_tls_cert[CONFIG_PATH_MAX]; /* PEM; "" = plaintext h2c */
     char scaler_tls_key[CONFIG_PATH_MAX];
     char scaler_tls_ca[CONFIG_PATH_MAX]; /* verify client certificates */

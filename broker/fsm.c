@@ -1484,16 +1484,19 @@ static size_t member_key(uint8_t *key, uint32_t node_id)
     return 5;
 }
 
+/* An empty address removes the node's entry (it left the cluster). */
 static int op_member(ctx *c, const cmd_member *m)
 {
     uint8_t key[5];
+    cq_bytes k = cq_bytes_of(key, member_key(key, m->node_id));
+    int rc;
 
-    if (m->node_id == 0 || m->client_addr.len == 0 ||
-        m->client_addr.len > CMD_ADDR_MAX)
+    if (m->node_id == 0 || m->client_addr.len > CMD_ADDR_MAX)
         return fail_detail(c, CLAWQ_EINVALID, "invalid member");
-    return store_put(c->t, STORE_DB_META,
-                     cq_bytes_of(key, member_key(key, m->node_id)),
-                     m->client_addr);
+    if (m->client_addr.len > 0)
+        return store_put(c->t, STORE_DB_META, k, m->client_addr);
+    rc = store_del(c->t, STORE_DB_META, k);
+    return rc == CLAWQ_ENOT_FOUND ? 0 : rc;
 }
 
 static int apply_op(ctx *c, const cmd_op *op, fsm_op_result *out)

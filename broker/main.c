@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "http.h"
+#include "join.h"
 #include "log.h"
 #include "net.h"
 #include "repl.h"
@@ -30,6 +31,7 @@ typedef struct daemon_ctx {
     net *n;
     http_srv *http;
     scaler *scaler;
+    joiner *join;
     server srv;
     uv_signal_t sigterm, sigint;
     uv_timer_t grace;
@@ -188,6 +190,8 @@ static void stop_core(void *arg)
         return; /* the grace timer and the drain can both get here */
     d->core_stopping = true;
     uv_timer_stop(&d->grace);
+    joiner_close(d->join);
+    d->join = NULL;
     if (d->http != NULL) {
         http_close(d->http);
         d->http = NULL;
@@ -260,7 +264,7 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_timer_start(&d->grace, on_grace, d->cfg.shutdown_grace_ms, 0);
     /* A leader of a cluster hands over first (a few ms), so clients find
      * the next leader without waiting out an election. */
-    if (repl_transfer(d->r, transferred, d) != 0)
+    if (repl_transfer(d->r, 0, transferred, d) != 0)
         begin_drain(d);
     else /* normally a few ms; never longer than an election or two */
         uv_timer_start(&d->transfer_wait, on_transfer_wait,
@@ -288,6 +292,11 @@ int main(int argc, char **argv)
     n_members = cluster_parse(&d.cfg, members, err, sizeof(err));
     if (n_members < 0) {
         fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    if (n_members > 0 && d.cfg.join[0] != '\0') {
+        fprintf(stderr, "clawqd: --cluster (a new cluster) and --join (an "
+                        "existing one) exclude each other\n");
         return 2;
     }
     log_init(d.cfg.log_level, d.cfg.log_format, 2);
@@ -329,6 +338,7 @@ int main(int argc, char **argv)
     ro.snapshot_trailing = d.cfg.snapshot_trailing;
     ro.members = members;
     ro.n_members = (size_t)n_members;
+    ro.no_bootstrap = d.cfg.join[0] != '\0';
     hooks.arg = &d;
     hooks.applied = hook_applied;
     hooks.role_changed = hook_role;
@@ -375,6 +385,15 @@ int main(int argc, char **argv)
         if (rc != 0) {
             LOG(LOG_ERROR, "clawqd.scaler", "addr=%s error=\"%s\"",
                 d.cfg.scaler, clawq_strerror(rc));
+            return 1;
+        }
+    }
+
+    {
+        join_opts jo = {d.cfg.node_id, d.cfg.raft, d.cfg.listen, d.cfg.join};
+        rc = joiner_start(d.loop, d.s, d.r, &jo, &d.join);
+        if (rc != 0) {
+            LOG(LOG_ERROR, "clawqd.join", "error=\"%s\"", clawq_strerror(rc));
             return 1;
         }
     }

@@ -28,6 +28,27 @@
 
 #define BATCH_SPLIT_BYTES (4u << 20) /* start a new entry past this */
 
+/* A configuration change walks these steps; every raft call is made from
+ * the check handle, never from the raft callback that ends a step. */
+typedef enum change_step {
+    CHANGE_NONE,
+    CHANGE_ADD,     /* raft_add to make */
+    CHANGE_ASSIGN,  /* raft_assign(VOTER) to make */
+    CHANGE_REMOVE,  /* raft_remove to make */
+    CHANGE_WAITING, /* a raft request is in flight */
+    CHANGE_DONE     /* done to call with status */
+} change_step;
+
+typedef struct change {
+    struct raft_change req;
+    change_step step, next; /* next: the step after the request in flight */
+    uint32_t id;
+    char raft_addr[64];
+    int status;
+    repl_change_cb done;
+    void *arg;
+} change;
+
 typedef struct sub {
     repl_cb cb;
     void *arg;
@@ -61,6 +82,7 @@ struct repl {
     struct raft_transfer transfer;
     void (*transfer_done)(void *arg, bool moved);
     void *transfer_arg;
+    change chg;
 
     entry *open_head, *open_tail;     /* batches not proposed yet */
     entry *flight_head, *flight_tail; /* proposed, in index order */
@@ -89,6 +111,7 @@ struct repl {
     struct held_msg *held_head, *held_tail;
     uv_timer_t release;
     uint64_t held_total;
+    uint64_t snapshot_delay_ms; /* CLAWQ_TEST_SNAPSHOT_DELAY_MS (tests) */
 };
 
 static uint64_t wall_ms(void)
@@ -313,6 +336,10 @@ typedef struct put_wrap {
     repl *r;
     raft_io_snapshot_put_cb cb;
     void *data; /* libraft's req->data while we borrow it */
+    struct raft_io_snapshot_put *req;
+    int status;
+    uv_timer_t delay; /* CLAWQ_TEST_SNAPSHOT_DELAY_MS: completes late */
+    bool delaying;
     struct put_wrap *next;
 } put_wrap;
 
@@ -377,13 +404,19 @@ static void io_recv(struct raft_io *io, struct raft_message *m)
         (unsigned long long)m->server_id);
 }
 
+static void put_wrap_free(uv_handle_t *h)
+{
+    free(h->data);
+}
+
 /* The write finished: hand libraft its request back, then release what
  * was held once no local write is left. req->data was borrowed for the
  * wrap (the uv io does not use it) and is restored first. */
-static void io_put_done(struct raft_io_snapshot_put *req, int status)
+static void put_complete(put_wrap *w)
 {
-    put_wrap *w = req->data, **pp;
     repl *r = w->r;
+    struct raft_io_snapshot_put *req = w->req;
+    put_wrap **pp;
 
     req->data = w->data;
     for (pp = &r->puts; *pp != NULL; pp = &(*pp)->next) {
@@ -392,10 +425,37 @@ static void io_put_done(struct raft_io_snapshot_put *req, int status)
             break;
         }
     }
-    w->cb(req, status);
-    free(w);
+    w->cb(req, w->status);
+    if (w->delaying)
+        uv_close((uv_handle_t *)&w->delay, put_wrap_free);
+    else
+        free(w);
     if (r->puts == NULL && r->held_head != NULL && !r->closing)
         uv_timer_start(&r->release, release_held, 0, 0);
+}
+
+static void put_delayed(uv_timer_t *t)
+{
+    put_complete(t->data);
+}
+
+static void io_put_done(struct raft_io_snapshot_put *req, int status)
+{
+    put_wrap *w = req->data;
+    repl *r = w->r;
+
+    w->req = req;
+    w->status = status;
+    if (r->snapshot_delay_ms > 0 && !r->closing) {
+        /* Fault injection: a slow disk, so that InstallSnapshot can
+         * arrive while this write is "in flight". */
+        uv_timer_init(r->loop, &w->delay);
+        w->delay.data = w;
+        w->delaying = true;
+        uv_timer_start(&w->delay, put_delayed, r->snapshot_delay_ms, 0);
+        return;
+    }
+    put_complete(w);
 }
 
 static int io_snapshot_put(struct raft_io *io, unsigned trailing,
@@ -576,6 +636,179 @@ static void barrier_done(struct raft_barrier *req, int status)
         r->hooks.role_changed(r->hooks.arg, true);
 }
 
+/* ---- configuration changes ---- */
+
+static void change_cb(struct raft_change *req, int status)
+{
+    repl *r = req->data;
+    change *c = &r->chg;
+
+    if (status != 0) {
+        LOG(LOG_WARN, "repl.change_failed", "node=%u status=%s", c->id,
+            raft_strerror(status));
+        c->status = r->closing ? CLAWQ_ESHUTTING_DOWN : CLAWQ_EUNAVAILABLE;
+        c->step = CHANGE_DONE;
+    } else {
+        c->step = c->next;
+    }
+    /* The next step runs from the check handle; make sure it runs soon. */
+    if (!r->closing && !uv_is_active((uv_handle_t *)&r->idle))
+        uv_idle_start(&r->idle, on_idle);
+}
+
+static void change_finish(repl *r)
+{
+    change *c = &r->chg;
+    repl_change_cb done = c->done;
+
+    c->step = CHANGE_NONE;
+    c->done = NULL;
+    if (done != NULL)
+        done(c->arg, c->status);
+}
+
+/* Makes the raft call of the current step. Runs in the check handle. */
+static void change_drive(repl *r)
+{
+    change *c = &r->chg;
+    int rc = 0;
+
+    switch (c->step) {
+    case CHANGE_NONE:
+    case CHANGE_WAITING:
+        return;
+    case CHANGE_DONE:
+        change_finish(r);
+        return;
+    case CHANGE_ADD:
+        c->next = CHANGE_ASSIGN;
+        rc = raft_add(&r->raft, &c->req, c->id, c->raft_addr, change_cb);
+        break;
+    case CHANGE_ASSIGN:
+        c->next = CHANGE_DONE;
+        rc = raft_assign(&r->raft, &c->req, c->id, RAFT_VOTER, change_cb);
+        break;
+    case CHANGE_REMOVE:
+        c->next = CHANGE_DONE;
+        rc = raft_remove(&r->raft, &c->req, c->id, change_cb);
+        break;
+    }
+    LOG(LOG_INFO, "repl.change", "node=%u step=%s rc=%s", c->id,
+        c->next == CHANGE_ASSIGN   ? "add"
+        : c->step == CHANGE_ASSIGN ? "promote"
+                                   : "remove",
+        rc == 0 ? "ok" : raft_strerror(rc));
+    if (rc != 0) {
+        c->status =
+            rc == RAFT_NOTLEADER ? CLAWQ_ENOT_LEADER : CLAWQ_EUNAVAILABLE;
+        change_finish(r);
+        return;
+    }
+    c->step = CHANGE_WAITING;
+}
+
+static const struct raft_server *conf_find(repl *r, uint32_t id)
+{
+    unsigned i;
+
+    for (i = 0; i < r->raft.configuration.n; i++)
+        if (r->raft.configuration.servers[i].id == id)
+            return &r->raft.configuration.servers[i];
+    return NULL;
+}
+
+static int change_begin(repl *r, uint32_t id, change_step step,
+                        repl_change_cb done, void *arg)
+{
+    change *c = &r->chg;
+
+    if (r->closing)
+        return CLAWQ_ESHUTTING_DOWN;
+    if (!r->leader)
+        return CLAWQ_ENOT_LEADER;
+    if (c->step != CHANGE_NONE || r->transfer_done != NULL)
+        return CLAWQ_EUNAVAILABLE;
+    memset(c, 0, sizeof(*c));
+    c->req.data = r;
+    c->id = id;
+    c->step = step;
+    c->done = done;
+    c->arg = arg;
+    if (!uv_is_active((uv_handle_t *)&r->idle))
+        uv_idle_start(&r->idle, on_idle);
+    return 0;
+}
+
+int repl_add(repl *r, uint32_t id, const char *raft_addr, bool existing_only,
+             repl_change_cb done, void *arg)
+{
+    const struct raft_server *srv;
+    change_step step = CHANGE_ADD;
+    unsigned i;
+    int rc;
+
+    if (id == 0 || raft_addr == NULL || raft_addr[0] == '\0' ||
+        strlen(raft_addr) >= sizeof(r->chg.raft_addr))
+        return CLAWQ_EINVALID;
+    for (i = 0; i < r->raft.configuration.n; i++) {
+        srv = &r->raft.configuration.servers[i];
+        if (srv->id != id && strcmp(srv->address, raft_addr) == 0)
+            return CLAWQ_EINVALID; /* the address is another node's */
+    }
+    srv = conf_find(r, id);
+    if (srv == NULL && existing_only)
+        return CLAWQ_ENOT_FOUND;
+    if (existing_only)
+        step = CHANGE_DONE;
+    else if (srv != NULL) {
+        if (strcmp(srv->address, raft_addr) != 0)
+            return CLAWQ_EINVALID; /* the id is taken */
+        step = srv->role == RAFT_VOTER ? CHANGE_DONE : CHANGE_ASSIGN;
+    }
+    rc = change_begin(r, id, step, done, arg);
+    if (rc == 0)
+        snprintf(r->chg.raft_addr, sizeof(r->chg.raft_addr), "%s", raft_addr);
+    return rc;
+}
+
+int repl_remove(repl *r, uint32_t id, repl_change_cb done, void *arg)
+{
+    if (id == r->raft.id)
+        return CLAWQ_EINVALID;
+    if (conf_find(r, id) == NULL)
+        return CLAWQ_ENOT_FOUND;
+    return change_begin(r, id, CHANGE_REMOVE, done, arg);
+}
+
+size_t repl_members(repl *r, repl_member_info *out, size_t max,
+                    bool *leader_view)
+{
+    const struct raft_configuration *conf = &r->raft.configuration;
+    bool lead = raft_state(&r->raft) == RAFT_LEADER;
+    size_t n = 0;
+    unsigned i;
+
+    for (i = 0; i < conf->n && n < max; i++) {
+        const struct raft_server *srv = &conf->servers[i];
+        repl_member_info *m = &out[n++];
+        raft_index match = 0;
+
+        memset(m, 0, sizeof(*m));
+        m->id = (uint32_t)srv->id;
+        snprintf(m->raft_addr, sizeof(m->raft_addr), "%s", srv->address);
+        m->role = srv->role == RAFT_VOTER     ? REPL_VOTER
+                  : srv->role == RAFT_STANDBY ? REPL_STANDBY
+                                              : REPL_SPARE;
+        if (lead && srv->id == r->raft.id)
+            m->match_index = raft_last_index(&r->raft);
+        else if (lead && raft_match_index(&r->raft, srv->id, &match) == 0)
+            m->match_index = match;
+    }
+    if (leader_view != NULL)
+        *leader_view = lead;
+    return n;
+}
+
 static void on_check(uv_check_t *h)
 {
     repl *r = h->data;
@@ -597,6 +830,7 @@ static void on_check(uv_check_t *h)
         if (r->hooks.role_changed != NULL)
             r->hooks.role_changed(r->hooks.arg, false);
     }
+    change_drive(r);
     flush(r);
     if (r->applied_dirty) {
         r->applied_dirty = false;
@@ -628,6 +862,11 @@ int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
     r->raft.data = r;
     /* Long enough for an election or two; then UNAVAILABLE. */
     r->hold_ms = 4 * (uint64_t)o->election_ms + 500;
+    {
+        const char *delay = getenv("CLAWQ_TEST_SNAPSHOT_DELAY_MS");
+        if (delay != NULL && *delay != '\0')
+            r->snapshot_delay_ms = strtoull(delay, NULL, 10);
+    }
     fsm_result_init(&r->scratch);
 
     r->fsm.version = 3;
@@ -674,7 +913,7 @@ int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
             rc = raft_configuration_add(&conf, o->members[i].id,
                                         o->members[i].raft_addr, RAFT_VOTER);
     }
-    if (rc == 0) {
+    if (rc == 0 && !o->no_bootstrap) {
         rc = raft_bootstrap(&r->raft, &conf);
         if (rc == RAFT_CANTBOOTSTRAP)
             rc = 0; /* a restart: the directory holds state already */
@@ -748,16 +987,22 @@ static void transfer_cb(struct raft_transfer *req)
         done(r->transfer_arg, id != 0 && id != r->raft.id);
 }
 
-int repl_transfer(repl *r, void (*done)(void *arg, bool moved), void *arg)
+int repl_transfer(repl *r, uint32_t to, void (*done)(void *arg, bool moved),
+                  void *arg)
 {
+    const struct raft_server *srv;
     int rc;
 
-    if (r->closing || !r->raft_leader || r->transfer_done != NULL)
+    if (r->closing || !r->raft_leader || r->transfer_done != NULL ||
+        r->chg.step != CHANGE_NONE)
+        return CLAWQ_EINVALID;
+    if (to != 0 && (to == r->raft.id || (srv = conf_find(r, to)) == NULL ||
+                    srv->role != RAFT_VOTER))
         return CLAWQ_EINVALID;
     r->transfer.data = r;
     r->transfer_done = done;
     r->transfer_arg = arg;
-    rc = raft_transfer(&r->raft, &r->transfer, 0, transfer_cb);
+    rc = raft_transfer(&r->raft, &r->transfer, to, transfer_cb);
     if (rc != 0) {
         r->transfer_done = NULL;
         return rc == RAFT_NOTFOUND ? CLAWQ_ENOT_FOUND : CLAWQ_EUNAVAILABLE;
@@ -786,6 +1031,20 @@ void repl_get_info(repl *r, repl_info *out)
 
     memset(out, 0, sizeof(*out));
     raft_leader(&r->raft, &id, &addr);
+    switch (raft_state(&r->raft)) {
+    case RAFT_LEADER:
+        out->state = "leader";
+        break;
+    case RAFT_FOLLOWER:
+        out->state = "follower";
+        break;
+    case RAFT_CANDIDATE:
+        out->state = "candidate";
+        break;
+    default:
+        out->state = "unavailable";
+        break;
+    }
     out->leader = r->leader;
     out->leader_id = (uint32_t)id;
     out->term = raft_current_term(&r->raft);
@@ -837,6 +1096,10 @@ static void raft_closed(struct raft *raft)
         free(h);
     }
     r->held_tail = NULL;
+    if (r->chg.step != CHANGE_NONE) {
+        r->chg.status = CLAWQ_ESHUTTING_DOWN;
+        change_finish(r);
+    }
     uv_close((uv_handle_t *)&r->check, handle_closed);
     uv_close((uv_handle_t *)&r->idle, handle_closed);
     uv_close((uv_handle_t *)&r->release, handle_closed);
@@ -844,6 +1107,17 @@ static void raft_closed(struct raft *raft)
 
 void repl_close(repl *r, void (*done)(void *arg), void *arg)
 {
+    put_wrap *w, *next;
+
+    /* Delayed snapshot writes (fault injection) complete now, while libraft
+     * can still take their callbacks. */
+    for (w = r->puts; w != NULL; w = next) {
+        next = w->next;
+        if (w->delaying && uv_is_active((uv_handle_t *)&w->delay)) {
+            uv_timer_stop(&w->delay);
+            put_complete(w);
+        }
+    }
     r->closing = true;
     r->leader = false;
     r->close_done = done;

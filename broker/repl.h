@@ -55,6 +55,9 @@ typedef struct repl_opts {
      * them); none = this node alone. */
     const repl_member *members;
     size_t n_members;
+    /* A fresh directory is not bootstrapped: the node waits to be added
+     * to an existing cluster (--join). */
+    bool no_bootstrap;
 } repl_opts;
 
 typedef struct repl_hooks {
@@ -67,6 +70,7 @@ typedef struct repl_hooks {
 } repl_hooks;
 
 typedef struct repl_info {
+    const char *state; /* "leader", "follower", "candidate", "unavailable" */
     bool leader;
     uint32_t leader_id; /* 0 = unknown */
     uint64_t term;
@@ -109,11 +113,56 @@ void repl_get_info(repl *r, repl_info *out);
  * of any applied command. */
 uint64_t repl_now_ms(repl *r);
 
-/* Hands leadership to the most up-to-date voter before a graceful stop.
- * Returns 0 and calls done(arg, moved) once (moved: another node leads
- * now), or an error at once when there is nothing to do (not the leader,
- * no other voter): then done is not called. */
-int repl_transfer(repl *r, void (*done)(void *arg, bool moved), void *arg);
+/* Hands leadership to voter `to` (0: the most up-to-date voter), e.g.
+ * before a graceful stop. Returns 0 and calls done(arg, moved) once
+ * (moved: another node leads now), or an error at once when there is
+ * nothing to do (not the leader, no other voter, `to` is no voter, a
+ * transfer is under way): then done is not called. */
+int repl_transfer(repl *r, uint32_t to, void (*done)(void *arg, bool moved),
+                  void *arg);
+
+/* ---- membership ---- */
+
+typedef enum repl_role {
+    REPL_VOTER,
+    REPL_STANDBY, /* replicates the log, does not vote */
+    REPL_SPARE    /* neither */
+} repl_role;
+
+typedef struct repl_member_info {
+    uint32_t id;
+    char raft_addr[64];
+    repl_role role;
+    uint64_t match_index; /* leader only: the last entry it has; else 0 */
+} repl_member_info;
+
+/* Copies the current configuration (committed or not) into out[0..max):
+ * returns the number of members. *leader_view is set when this node leads
+ * and the match indexes are its followers' (its own is its last index). */
+size_t repl_members(repl *r, repl_member_info *out, size_t max,
+                    bool *leader_view);
+
+/* done(arg, 0) once the change is committed; else a clawq error:
+ * CLAWQ_EUNAVAILABLE (leadership lost, catch-up failed: the outcome may
+ * be unknown), CLAWQ_ESHUTTING_DOWN. */
+typedef void (*repl_change_cb)(void *arg, int status);
+
+/* Adds node id at raft_addr as a spare, then promotes it to voter; libraft
+ * replicates the log (or a snapshot) to it first and appends the
+ * promotion only once it has caught up. A node already in the
+ * configuration with the same address is only promoted (nothing to do for
+ * a voter). existing_only: change nothing, only check that id is a
+ * member at raft_addr (CLAWQ_ENOT_FOUND otherwise). One change at a time.
+ * Leader only. Callable from a submission callback: the raft calls happen in
+ * the check handle. Returns 0 (done will fire), or at once: CLAWQ_ENOT_LEADER,
+ * CLAWQ_EUNAVAILABLE (another change is under way), CLAWQ_EINVALID (id or
+ * address used by another member), CLAWQ_ESHUTTING_DOWN. */
+int repl_add(repl *r, uint32_t id, const char *raft_addr, bool existing_only,
+             repl_change_cb done, void *arg);
+
+/* Removes node id from the configuration. As repl_add; CLAWQ_ENOT_FOUND
+ * when it is no member, CLAWQ_EINVALID for this node itself. */
+int repl_remove(repl *r, uint32_t id, repl_change_cb done, void *arg);
 
 /* Stops Raft. Pending submissions fail with CLAWQ_ESHUTTING_DOWN; `done`
  * runs once every handle is closed. The store stays open (the caller

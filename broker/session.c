@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "clawq.pb-c.h"
+#include "config.h"
 #include "fsm.h"
 #include "frame.h"
 #include "log.h"
@@ -1737,6 +1738,257 @@ static void on_hello(sess *c, uint64_t id, const Clawq__Hello *h)
     send_response(c, &resp);
 }
 
+/* ---- cluster administration ---- */
+
+/* One cluster change in progress: add (then register the client
+ * address), remove (then drop it) or transfer. */
+typedef struct cluster_op {
+    req *q;
+    uint32_t node;
+    char client_addr[CMD_ADDR_MAX + 1];
+} cluster_op;
+
+static const char *role_name(repl_role role)
+{
+    return role == REPL_VOTER     ? "voter"
+           : role == REPL_STANDBY ? "standby"
+                                  : "spare";
+}
+
+/* Answers with this node's view of the cluster (and its digest). */
+static void reply_cluster(sess *c, uint64_t id, bool digest)
+{
+    Clawq__Response resp = CLAWQ__RESPONSE__INIT;
+    Clawq__ClusterStatusResponse cs = CLAWQ__CLUSTER_STATUS_RESPONSE__INIT;
+    Clawq__ClusterMember ms[REPL_MAX_MEMBERS], *mp[REPL_MAX_MEMBERS];
+    char addrs[REPL_MAX_MEMBERS][CMD_ADDR_MAX + 1], leader[CMD_ADDR_MAX + 1];
+    repl_member_info mi[REPL_MAX_MEMBERS];
+    server *srv = c->srv;
+    bool view = false;
+    repl_info info;
+    size_t n, i;
+
+    repl_get_info(srv->r, &info);
+    n = repl_members(srv->r, mi, REPL_MAX_MEMBERS, &view);
+    cs.has_node_id = cs.has_leader_id = cs.has_term = 1;
+    cs.node_id = srv->node_id;
+    cs.role = (char *)(uintptr_t)info.state;
+    cs.leader_id = info.leader_id;
+    leader[0] = '\0';
+    if (info.leader_id != 0 &&
+        fsm_member_addr(srv->s, info.leader_id, leader, sizeof(leader)) != 0)
+        leader[0] = '\0';
+    cs.leader = leader;
+    cs.term = info.term;
+    cs.has_commit_index = cs.has_applied_index = cs.has_last_index = 1;
+    cs.commit_index = info.commit_index;
+    cs.applied_index = info.applied_index;
+    cs.last_index = info.last_index;
+    cs.has_leader_view = 1;
+    cs.leader_view = view;
+    for (i = 0; i < n; i++) {
+        Clawq__ClusterMember *m = &ms[i];
+
+        clawq__cluster_member__init(m);
+        m->has_id = 1;
+        m->id = mi[i].id;
+        m->raft_addr = mi[i].raft_addr;
+        if (fsm_member_addr(srv->s, mi[i].id, addrs[i], sizeof(addrs[i])) != 0)
+            addrs[i][0] = '\0';
+        m->client_addr = addrs[i];
+        m->role = (char *)(uintptr_t)role_name(mi[i].role);
+        if (view) {
+            m->has_match_index = m->has_lag = 1;
+            m->match_index = mi[i].match_index;
+            m->lag = info.last_index > mi[i].match_index
+                         ? info.last_index - mi[i].match_index
+                         : 0;
+        }
+        mp[i] = m;
+    }
+    cs.n_members = n;
+    cs.members = mp;
+    if (digest) {
+        uint64_t d = 0;
+        int rc = store_digest(srv->s, &d);
+
+        if (rc != 0) {
+            reply_status(c, id, rc, "digest failed");
+            return;
+        }
+        cs.has_digest = cs.has_digest_index = 1;
+        cs.digest = d;
+        cs.digest_index = info.applied_index;
+    }
+    resp.id = id;
+    resp.body_case = CLAWQ__RESPONSE__BODY_CLUSTER;
+    resp.cluster = &cs;
+    send_response(c, &resp);
+}
+
+static cluster_op *cluster_begin(sess *c, uint64_t id, uint32_t node)
+{
+    cluster_op *op;
+    req *q;
+
+    if (c->srv->shutting_down) {
+        reply_status(c, id, CLAWQ_ESHUTTING_DOWN, NULL);
+        return NULL;
+    }
+    if (!repl_is_leader(c->srv->r)) {
+        reply_status(c, id, CLAWQ_ENOT_LEADER, "this node is not the leader");
+        return NULL;
+    }
+    op = calloc(1, sizeof(*op));
+    q = op != NULL ? req_new(c, id, REQ_PLAIN) : NULL;
+    if (q == NULL) {
+        free(op);
+        reply_status(c, id, CLAWQ_ENOMEM, NULL);
+        return NULL;
+    }
+    op->q = q;
+    op->node = node;
+    return op;
+}
+
+static void cluster_end(cluster_op *op, int status, const char *msg)
+{
+    if (status == 0)
+        reply_cluster(op->q->c, op->q->id, false);
+    else
+        reply_status(op->q->c, op->q->id, status, msg);
+    req_free(op->q);
+    free(op);
+}
+
+static void cluster_member_done(void *arg, int status, const fsm_result *res,
+                                size_t first, size_t n)
+{
+    (void)n;
+    if (status == 0)
+        status = res->ops[first].status;
+    cluster_end(arg, status, NULL);
+}
+
+/* After a change: the member table follows (the client address of an added
+ * node, none for a removed one). */
+static void cluster_changed(void *arg, int status)
+{
+    cluster_op *op = arg;
+    cmd_op mop;
+    int rc;
+
+    if (status != 0) {
+        cluster_end(op, status,
+                    status == CLAWQ_EUNAVAILABLE
+                        ? "the configuration change did not complete (is "
+                          "the node running and reachable?); retry"
+                        : NULL);
+        return;
+    }
+    LOG(LOG_INFO, "cluster.changed", "node=%u client=%s", op->node,
+        op->client_addr[0] != '\0' ? op->client_addr : "(removed)");
+    memset(&mop, 0, sizeof(mop));
+    mop.type = CMD_MEMBER;
+    mop.u.member.node_id = op->node;
+    mop.u.member.client_addr = cq_bytes_str(op->client_addr);
+    rc = repl_submit(op->q->c->srv->r, &mop, 1, cluster_member_done, op);
+    if (rc != 0)
+        cluster_end(op, rc, NULL);
+}
+
+static bool addr_ok(const char *a, size_t max)
+{
+    char host[256];
+    int port;
+
+    return a != NULL && strlen(a) < max &&
+           config_addr_split(a, host, sizeof(host), &port) == 0;
+}
+
+static void on_cluster_add(sess *c, uint64_t id,
+                           const Clawq__ClusterAddRequest *a)
+{
+    cluster_op *op;
+    int rc;
+
+    if (a->id == 0 || a->id > (1u << 31)) {
+        reply_status(c, id, CLAWQ_EINVALID, "node id must be 1..2147483648");
+        return;
+    }
+    if (!addr_ok(a->raft_addr, sizeof(((repl_member_info *)0)->raft_addr)) ||
+        !addr_ok(a->client_addr, CMD_ADDR_MAX + 1)) {
+        reply_status(c, id, CLAWQ_EINVALID,
+                     "raft_addr and client_addr must be HOST:PORT");
+        return;
+    }
+    op = cluster_begin(c, id, a->id);
+    if (op == NULL)
+        return;
+    snprintf(op->client_addr, sizeof(op->client_addr), "%s", a->client_addr);
+    rc =
+        repl_add(c->srv->r, a->id, a->raft_addr,
+                 a->has_register_only && a->register_only, cluster_changed, op);
+    if (rc != 0)
+        cluster_end(op, rc,
+                    rc == CLAWQ_EINVALID
+                        ? "the id or the raft address belongs to another "
+                          "member"
+                    : rc == CLAWQ_ENOT_FOUND ? "no such member"
+                    : rc == CLAWQ_EUNAVAILABLE
+                        ? "another configuration change is under way"
+                        : NULL);
+}
+
+static void on_cluster_remove(sess *c, uint64_t id, uint32_t node)
+{
+    cluster_op *op;
+    int rc;
+
+    if (node == c->srv->node_id) {
+        reply_status(c, id, CLAWQ_EINVALID,
+                     "this node is the leader: transfer leadership first");
+        return;
+    }
+    op = cluster_begin(c, id, node);
+    if (op == NULL)
+        return;
+    rc = repl_remove(c->srv->r, node, cluster_changed, op);
+    if (rc != 0)
+        cluster_end(op, rc,
+                    rc == CLAWQ_ENOT_FOUND ? "no such member"
+                    : rc == CLAWQ_EUNAVAILABLE
+                        ? "another configuration change is under way"
+                        : NULL);
+}
+
+static void cluster_transferred(void *arg, bool moved)
+{
+    cluster_end(arg, moved ? 0 : CLAWQ_EUNAVAILABLE,
+                moved ? NULL : "leadership did not move; retry");
+}
+
+static void on_cluster_transfer(sess *c, uint64_t id, uint32_t node)
+{
+    cluster_op *op;
+    int rc;
+
+    if (node != 0 && node == c->srv->node_id && repl_is_leader(c->srv->r)) {
+        reply_cluster(c, id, false); /* it leads already */
+        return;
+    }
+    op = cluster_begin(c, id, node);
+    if (op == NULL)
+        return;
+    rc = repl_transfer(c->srv->r, node, cluster_transferred, op);
+    if (rc != 0)
+        cluster_end(op, rc == CLAWQ_EINVALID ? CLAWQ_EINVALID : rc,
+                    rc == CLAWQ_EINVALID
+                        ? "no such voter, or a change or transfer is "
+                          "under way"
+                        : NULL);
+}
+
 /* Handles one decoded request. Returns false when the connection must
  * close (the reply, if any, is queued first). */
 static bool dispatch(sess *c, const Clawq__Request *rq)
@@ -1808,6 +2060,21 @@ static bool dispatch(sess *c, const Clawq__Request *rq)
         break;
     case CLAWQ__REQUEST__BODY_WORKERS:
         on_workers(c, id, rq->workers->queue);
+        break;
+    case CLAWQ__REQUEST__BODY_CLUSTER_STATUS:
+        reply_cluster(c, id,
+                      rq->cluster_status->has_digest &&
+                          rq->cluster_status->digest);
+        break;
+    case CLAWQ__REQUEST__BODY_CLUSTER_ADD:
+        on_cluster_add(c, id, rq->cluster_add);
+        break;
+    case CLAWQ__REQUEST__BODY_CLUSTER_REMOVE:
+        on_cluster_remove(c, id, rq->cluster_remove->id);
+        break;
+    case CLAWQ__REQUEST__BODY_CLUSTER_TRANSFER:
+        on_cluster_transfer(
+            c, id, rq->cluster_transfer->has_id ? rq->cluster_transfer->id : 0);
         break;
     default:
         reply_status(c, id, CLAWQ_EINVALID, "unknown request");

@@ -46,6 +46,7 @@ typedef struct args {
 typedef struct ctl {
     const char *server;
     bool json;
+    bool node; /* --node: stay on the node named, no leader following */
     uint32_t timeout_ms;
     clawq_client *c;
 } ctl;
@@ -70,8 +71,8 @@ usage_error(const char *cmd, const char *fmt, ...)
 }
 
 static const char usage_main[] =
-    "usage: clawqctl [--server ADDR[,ADDR...]] [--json] [--timeout MS] "
-    "COMMAND [ARGS]\n"
+    "usage: clawqctl [--server ADDR[,ADDR...]] [--node] [--json] "
+    "[--timeout MS] COMMAND [ARGS]\n"
     "\n"
     "Administer a clawq broker (cluster).\n"
     "\n"
@@ -80,6 +81,11 @@ static const char usage_main[] =
     "$CLAWQ_SERVER,\n"
     "                           else " DEFAULT_SERVER "); the leader is "
     "followed\n"
+    "  --node                   ask the node named by --server itself "
+    "(its own\n"
+    "                           view: no leader following; writes fail "
+    "there\n"
+    "                           with NOT_LEADER unless it leads)\n"
     "  --json                   print one JSON document on stdout\n"
     "  --timeout MS             per-request timeout, 1..3600000 (default "
     "30000)\n"
@@ -103,6 +109,10 @@ static const char usage_main[] =
     "  queue set QUEUE KEY=VALUE...   change queue settings\n"
     "  pause QUEUE | resume QUEUE     stop / restart deliveries\n"
     "  purge QUEUE                    delete ready and delayed tasks\n"
+    "  cluster status [--digest]      members, roles, leader, term, lag\n"
+    "  cluster add ID RAFT CLIENT     add a node (promoted once caught up)\n"
+    "  cluster remove ID              remove a node\n"
+    "  cluster transfer [ID]          hand leadership to a node\n"
     "\n"
     "Exit status: 0 ok, 1 broker or connection error (message on stderr),\n"
     "2 usage error, 3 nothing to pull.\n";
@@ -114,6 +124,30 @@ typedef struct cmd_help {
 } cmd_help;
 
 static const cmd_help helps[] = {
+    {"cluster",
+     "usage: clawqctl cluster status [--digest]\n"
+     "       clawqctl cluster add ID RAFT_ADDR CLIENT_ADDR\n"
+     "       clawqctl cluster remove ID\n"
+     "       clawqctl cluster transfer [ID]\n"
+     "\n"
+     "status: the members (id, Raft and client address, role), the\n"
+     "leader, the term, the commit and applied index and, from the\n"
+     "leader, each member's lag in log entries. It asks the leader\n"
+     "unless --node is given. --digest adds a digest of the answering\n"
+     "node's state: nodes at the same applied index must have equal\n"
+     "digests. JSON: {\"node_id\", \"role\", \"leader\" (the leader's\n"
+     "node id, 0 = none known), \"leader_addr\", \"term\",\n"
+     "\"commit_index\", \"applied_index\", \"last_index\",\n"
+     "\"leader_view\", [\"digest\" (16 hex digits), \"digest_index\"],\n"
+     "\"members\": [{\"id\", \"raft_addr\", \"client_addr\", \"role\",\n"
+     "\"match_index\", \"lag\"}]}.\n"
+     "\n"
+     "add: adds node ID as a non-voter, lets it catch up (snapshot and\n"
+     "log), then promotes it to voter; returns once that is committed.\n"
+     "Start the node first (clawqd --join does this by itself).\n"
+     "remove: removes node ID (not the leader: transfer first).\n"
+     "transfer: hands leadership to node ID, or to the most\n"
+     "up-to-date voter. Each prints the status afterwards.\n"},
     {"queues", "usage: clawqctl queues\n"
                "\n"
                "Lists every queue: ready, delayed, leased and dead depths,\n"
@@ -288,6 +322,10 @@ static void args_parse(ctl *x, args *a, const char *help_name, int argc,
             x->json = true;
             continue;
         }
+        if (strcmp(name, "--node") == 0 && inline_val == NULL) {
+            x->node = true;
+            continue;
+        }
         if (strcmp(name, "--server") == 0 || strcmp(name, "--timeout") == 0) {
             const char *v = inline_val;
 
@@ -380,6 +418,7 @@ static void connect_or_die(ctl *x)
 
     clawq_options_init(&o);
     o.client_name = "clawqctl";
+    o.no_follow = x->node;
     if (x->timeout_ms != 0) {
         o.request_timeout_ms = x->timeout_ms;
         o.connect_timeout_ms = x->timeout_ms < 5000 ? x->timeout_ms : 5000;
@@ -1348,6 +1387,147 @@ static int cmd_purge(ctl *x, int argc, char **argv)
     return cmd_queue_op(x, argc, argv, "purge");
 }
 
+/* ---- cluster ---- */
+
+static void cluster_print(ctl *x, const clawq_cluster_status *st)
+{
+    size_t i;
+
+    if (x->json) {
+        printf("{\"node_id\":%u,\"role\":", st->node_id);
+        text_json_cstr(stdout, st->role);
+        printf(",\"leader\":%u,\"leader_addr\":", st->leader_id);
+        text_json_cstr(stdout, st->leader);
+        printf(",\"term\":%llu,\"commit_index\":%llu,\"applied_index\":%llu,"
+               "\"last_index\":%llu,\"leader_view\":%s",
+               (unsigned long long)st->term,
+               (unsigned long long)st->commit_index,
+               (unsigned long long)st->applied_index,
+               (unsigned long long)st->last_index,
+               st->leader_view ? "true" : "false");
+        if (st->has_digest)
+            printf(",\"digest\":\"%016llx\",\"digest_index\":%llu",
+                   (unsigned long long)st->digest,
+                   (unsigned long long)st->digest_index);
+        fputs(",\"members\":[", stdout);
+        for (i = 0; i < st->n_members; i++) {
+            const clawq_cluster_member *m = &st->members[i];
+
+            printf("%s{\"id\":%u,\"raft_addr\":", i ? "," : "", m->id);
+            text_json_cstr(stdout, m->raft_addr);
+            fputs(",\"client_addr\":", stdout);
+            text_json_cstr(stdout, m->client_addr);
+            fputs(",\"role\":", stdout);
+            text_json_cstr(stdout, m->role);
+            if (st->leader_view)
+                printf(",\"match_index\":%llu,\"lag\":%llu",
+                       (unsigned long long)m->match_index,
+                       (unsigned long long)m->lag);
+            fputc('}', stdout);
+        }
+        fputs("]}\n", stdout);
+        return;
+    }
+    printf("node %u (%s), term %llu, leader ", st->node_id, st->role,
+           (unsigned long long)st->term);
+    if (st->leader_id != 0)
+        printf("%u (%s)\n", st->leader_id,
+               st->leader[0] != '\0' ? st->leader : "address unknown");
+    else
+        fputs("unknown\n", stdout);
+    printf("commit index %llu, applied index %llu, last index %llu\n",
+           (unsigned long long)st->commit_index,
+           (unsigned long long)st->applied_index,
+           (unsigned long long)st->last_index);
+    if (st->has_digest)
+        printf("digest %016llx at index %llu\n", (unsigned long long)st->digest,
+               (unsigned long long)st->digest_index);
+    printf("%-6s %-8s %-24s %-24s %s\n", "ID", "ROLE", "RAFT", "CLIENT", "LAG");
+    for (i = 0; i < st->n_members; i++) {
+        const clawq_cluster_member *m = &st->members[i];
+        char lag[32];
+
+        if (st->leader_view)
+            snprintf(lag, sizeof(lag), "%llu", (unsigned long long)m->lag);
+        else
+            snprintf(lag, sizeof(lag), "-");
+        printf("%-6u %-8s %-24s %-24s %s%s\n", m->id,
+               m->id == st->leader_id ? "leader" : m->role, m->raft_addr,
+               m->client_addr[0] != '\0' ? m->client_addr : "-", lag,
+               m->id == st->leader_id && strcmp(m->role, "voter") != 0
+                   ? " (not a voter)"
+                   : "");
+    }
+}
+
+static uint32_t node_arg(const args *a, const char *v)
+{
+    return (uint32_t)num_arg(a, "ID", v, 1, UINT64_C(2147483648));
+}
+
+/* HOST:PORT with a port in 1..65535 ("[v6]:port" for IPv6). */
+static void addr_arg(const args *a, const char *what, const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    uint64_t port;
+
+    if (strlen(v) > CLAWQ_MAX_ADDR || colon == NULL || colon == v ||
+        !text_parse_u64(colon + 1, 1, 65535, &port))
+        usage_error(a->cmd, "%s: expected HOST:PORT, got '%s'", what, v);
+}
+
+static int cmd_cluster(ctl *x, int argc, char **argv)
+{
+    static const opt_spec status_specs[] = {{"--digest", NULL, false, false}};
+    args a = {.cmd = "cluster"};
+    clawq_cluster_status st;
+    const char *sub;
+    uint32_t node;
+    int rc;
+
+    if (argc < 1)
+        usage_error("cluster",
+                    "missing subcommand: status, add, remove or transfer");
+    sub = argv[0];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+        help_print("cluster");
+        exit(0);
+    }
+    if (strcmp(sub, "status") == 0) {
+        args_parse(x, &a, "cluster", argc - 1, argv + 1, status_specs, 1);
+        pos_count(&a, 0, 0, "");
+        connect_or_die(x);
+        rc = clawq_cluster_status_get(
+            x->c, a.seen[0] ? CLAWQ_CLUSTER_DIGEST : 0, &st);
+    } else if (strcmp(sub, "add") == 0) {
+        args_parse(x, &a, "cluster", argc - 1, argv + 1, NULL, 0);
+        pos_count(&a, 3, 3, "ID RAFT_ADDR CLIENT_ADDR");
+        node = node_arg(&a, a.pos[0]);
+        addr_arg(&a, "RAFT_ADDR", a.pos[1]);
+        addr_arg(&a, "CLIENT_ADDR", a.pos[2]);
+        connect_or_die(x);
+        rc = clawq_cluster_add(x->c, node, a.pos[1], a.pos[2], &st);
+    } else if (strcmp(sub, "remove") == 0) {
+        args_parse(x, &a, "cluster", argc - 1, argv + 1, NULL, 0);
+        pos_count(&a, 1, 1, "ID");
+        node = node_arg(&a, a.pos[0]);
+        connect_or_die(x);
+        rc = clawq_cluster_remove(x->c, node, &st);
+    } else if (strcmp(sub, "transfer") == 0) {
+        args_parse(x, &a, "cluster", argc - 1, argv + 1, NULL, 0);
+        pos_count(&a, 0, 1, "ID");
+        node = a.n_pos == 1 ? node_arg(&a, a.pos[0]) : 0;
+        connect_or_die(x);
+        rc = clawq_cluster_transfer(x->c, node, &st);
+    } else {
+        usage_error("cluster", "unknown cluster subcommand '%s'", sub);
+    }
+    if (rc < 0)
+        broker_error(x, rc);
+    cluster_print(x, &st);
+    return 0;
+}
+
 static const struct {
     const char *name;
     int (*run)(ctl *x, int argc, char **argv);
@@ -1356,7 +1536,7 @@ static const struct {
     {"put", cmd_put},       {"pull", cmd_pull},       {"ack", cmd_ack},
     {"nack", cmd_nack},     {"fail", cmd_fail},       {"dlq", cmd_dlq},
     {"queue", cmd_queue},   {"pause", cmd_pause},     {"resume", cmd_resume},
-    {"purge", cmd_purge},   {"workers", cmd_workers},
+    {"purge", cmd_purge},   {"workers", cmd_workers}, {"cluster", cmd_cluster},
 };
 
 int main(int argc, char **argv)
@@ -1376,6 +1556,8 @@ int main(int argc, char **argv)
         }
         if (strcmp(arg, "--json") == 0) {
             x.json = true;
+        } else if (strcmp(arg, "--node") == 0) {
+            x.node = true;
         } else if (strcmp(arg, "--server") == 0 ||
                    strcmp(arg, "--timeout") == 0) {
             if (i + 1 >= argc)

@@ -43,6 +43,11 @@
 #define MAX_TICKETS 65536u /* submitted and not yet collected */
 #define BACKOFF_BASE_MS 50u
 #define BACKOFF_MAX_MS 2000u
+/* Between retries of a request that a node refused (NOT_LEADER, no leader
+ * known): an election takes a few hundred ms, and asking costs the broker
+ * one small frame, so the pause stays short: a client sees the new leader
+ * within about this much of its election. */
+#define REDIRECT_PAUSE_MAX_MS 200u
 #define RBUF_MIN (64u << 10)
 #define MAX_FRAME_CAP (256u << 20)
 
@@ -77,6 +82,7 @@ struct clawq_client {
     size_t ep_idx;
     clawq__endpoint hint; /* leader named by the broker */
     bool has_hint;
+    bool no_follow; /* clawq_options.no_follow */
 
     uint32_t connect_timeout_ms;
     uint32_t request_timeout_ms;
@@ -432,7 +438,7 @@ static void dispatch_pending(clawq_client *c, size_t i, Clawq__Response *r)
     int st = r->has_status ? status_to_err((int)r->status) : 0;
 
     if ((st == CLAWQ_ENOT_LEADER || st == CLAWQ_ESHUTTING_DOWN) &&
-        p->hops < CLAWQ_MAX_REDIRECTS) {
+        p->hops < CLAWQ_MAX_REDIRECTS && !c->no_follow) {
         clawq__endpoint ep;
 
         p->hops++;
@@ -863,6 +869,13 @@ static int pending_resend(clawq_client *c)
     return 0;
 }
 
+/* The pause before the k-th retry of a refused request. */
+static uint64_t redirect_pause(uint32_t k)
+{
+    uint64_t sl = (uint64_t)BACKOFF_BASE_MS << (k < 5 ? k : 5);
+    return sl < REDIRECT_PAUSE_MAX_MS ? sl : REDIRECT_PAUSE_MAX_MS;
+}
+
 /* When the connected node names another as leader, connect there instead
  * (once); a failure to do so keeps the current connection. */
 static void leader_follow(clawq_client *c)
@@ -870,8 +883,8 @@ static void leader_follow(clawq_client *c)
     clawq__endpoint ep;
     char cur[sizeof(c->cur_ep)];
 
-    if (c->leader_id == 0 || c->leader_id == c->node_id || c->leader == NULL ||
-        c->leader[0] == '\0')
+    if (c->no_follow || c->leader_id == 0 || c->leader_id == c->node_id ||
+        c->leader == NULL || c->leader[0] == '\0')
         return;
     if (clawq__endpoint_parse(c->leader, strlen(c->leader), CLAWQ_DEFAULT_PORT,
                               &ep) != 0)
@@ -919,7 +932,7 @@ static int conn_ensure(clawq_client *c, uint64_t deadline)
             for (size_t i = 0; i < c->n_pend; i++)
                 if (c->pend[i].hops > k)
                     k = c->pend[i].hops;
-            sl = (uint64_t)BACKOFF_BASE_MS << (k < 5 ? k : 5);
+            sl = redirect_pause(k);
             c->ep_idx = (c->ep_idx + 1) % c->n_eps;
             sleep_ms(now + sl < deadline ? sl
                      : deadline > now    ? deadline - now
@@ -1072,7 +1085,8 @@ static int call(clawq_client *c, uint32_t field, const ProtobufCMessage *m,
                     r->message != NULL && r->message[0] != '\0'
                         ? r->message
                         : clawq_strerror(st));
-        if (st == CLAWQ_ENOT_LEADER || st == CLAWQ_ESHUTTING_DOWN) {
+        if ((st == CLAWQ_ENOT_LEADER || st == CLAWQ_ESHUTTING_DOWN) &&
+            !c->no_follow) {
             clawq__endpoint ep;
             bool hinted = r->leader != NULL && r->leader[0] != '\0' &&
                           clawq__endpoint_parse(r->leader, strlen(r->leader),
@@ -1095,8 +1109,7 @@ static int call(clawq_client *c, uint32_t field, const ProtobufCMessage *m,
              * retry after a pause that grows with each hop, until the
              * caller's deadline. */
             if (!hinted || hops > CLAWQ_MAX_REDIRECTS) {
-                uint64_t sl = (uint64_t)BACKOFF_BASE_MS
-                              << (hops < 5 ? hops : 5);
+                uint64_t sl = redirect_pause(hops);
                 uint64_t now = now_ms();
 
                 if (now + sl >= deadline)
@@ -1165,6 +1178,7 @@ int clawq_connect2(const char *endpoints, const clawq_options *opts,
     c->request_timeout_ms = opts != NULL && opts->request_timeout_ms != 0
                                 ? opts->request_timeout_ms
                                 : DEFAULT_REQUEST_TIMEOUT_MS;
+    c->no_follow = opts != NULL && opts->no_follow != 0;
     c->max_frame_set = opts != NULL && opts->max_frame != 0;
     c->max_frame = c->max_frame_set ? opts->max_frame : CLAWQ_DEFAULT_MAX_FRAME;
     c->window = opts != NULL && opts->pipeline_window != 0
@@ -1207,7 +1221,7 @@ int clawq_connect2(const char *endpoints, const clawq_options *opts,
             (c->connect_timeout_ms < 1000 ? c->connect_timeout_ms : 1000);
         uint32_t pause = 10;
 
-        while (c->leader_id == 0 && now_ms() + pause < until) {
+        while (!c->no_follow && c->leader_id == 0 && now_ms() + pause < until) {
             clawq__endpoint ep = c->eps[c->ep_idx];
 
             sleep_ms(pause);
@@ -2305,6 +2319,149 @@ int clawq_workers(clawq_client *c, const char *queue, clawq_worker **workers,
 void clawq_workers_free(clawq_worker *workers)
 {
     free(workers);
+}
+
+/* ---- cluster administration ---- */
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src != NULL ? src : "");
+}
+
+static void cluster_copy(const Clawq__ClusterStatusResponse *m,
+                         clawq_cluster_status *out)
+{
+    size_t i;
+
+    memset(out, 0, sizeof(*out));
+    out->node_id = m->node_id;
+    copy_str(out->role, sizeof(out->role), m->role);
+    out->leader_id = m->leader_id;
+    copy_str(out->leader, sizeof(out->leader), m->leader);
+    out->term = m->term;
+    out->commit_index = m->commit_index;
+    out->applied_index = m->applied_index;
+    out->last_index = m->last_index;
+    out->leader_view = m->has_leader_view && m->leader_view;
+    out->has_digest = m->has_digest;
+    out->digest = m->digest;
+    out->digest_index = m->digest_index;
+    for (i = 0; i < m->n_members && i < CLAWQ_MAX_MEMBERS; i++) {
+        const Clawq__ClusterMember *src = m->members[i];
+        clawq_cluster_member *dst = &out->members[i];
+
+        dst->id = src->id;
+        copy_str(dst->raft_addr, sizeof(dst->raft_addr), src->raft_addr);
+        copy_str(dst->client_addr, sizeof(dst->client_addr), src->client_addr);
+        copy_str(dst->role, sizeof(dst->role), src->role);
+        dst->match_index = src->match_index;
+        dst->lag = src->lag;
+    }
+    out->n_members = i;
+}
+
+/* One cluster request answered with a ClusterStatusResponse. */
+static int cluster_call(clawq_client *c, uint32_t field,
+                        const ProtobufCMessage *m, bool retry_safe,
+                        clawq_cluster_status *out)
+{
+    Clawq__Response *r;
+    int rc =
+        call(c, field, m, retry_safe, 0, CLAWQ__RESPONSE__BODY_CLUSTER, &r);
+
+    if (rc < 0)
+        return rc;
+    if (out != NULL)
+        cluster_copy(r->cluster, out);
+    clawq__response__free_unpacked(r, NULL);
+    return 0;
+}
+
+int clawq_cluster_status_get(clawq_client *c, unsigned flags,
+                             clawq_cluster_status *out)
+{
+    Clawq__ClusterStatusRequest req = CLAWQ__CLUSTER_STATUS_REQUEST__INIT;
+
+    if (c == NULL)
+        return CLAWQ_EINVALID;
+    err_reset(c);
+    if (out == NULL || (flags & ~CLAWQ_CLUSTER_DIGEST) != 0)
+        return set_err(c, CLAWQ_EINVALID, "out is NULL or flags unknown");
+    req.has_digest = 1;
+    req.digest = (flags & CLAWQ_CLUSTER_DIGEST) != 0;
+    return cluster_call(c, CLAWQ__REQUEST__BODY_CLUSTER_STATUS, &req.base, true,
+                        out);
+}
+
+static bool addr_arg_ok(const char *a)
+{
+    clawq__endpoint ep;
+
+    return a != NULL && a[0] != '\0' && strlen(a) <= CLAWQ_MAX_ADDR &&
+           clawq__endpoint_parse(a, strlen(a), 0, &ep) == 0;
+}
+
+static int cluster_add(clawq_client *c, uint32_t id, const char *raft_addr,
+                       const char *client_addr, bool register_only,
+                       clawq_cluster_status *out)
+{
+    Clawq__ClusterAddRequest req = CLAWQ__CLUSTER_ADD_REQUEST__INIT;
+
+    if (c == NULL)
+        return CLAWQ_EINVALID;
+    err_reset(c);
+    if (id == 0 || !addr_arg_ok(raft_addr) || !addr_arg_ok(client_addr))
+        return set_err(c, CLAWQ_EINVALID,
+                       "id must be > 0 and the addresses HOST:PORT");
+    req.id = id;
+    req.raft_addr = unconst(raft_addr);
+    req.client_addr = unconst(client_addr);
+    req.has_register_only = register_only;
+    req.register_only = register_only;
+    /* Idempotent on the broker: safe to send again. */
+    return cluster_call(c, CLAWQ__REQUEST__BODY_CLUSTER_ADD, &req.base, true,
+                        out);
+}
+
+int clawq_cluster_add(clawq_client *c, uint32_t id, const char *raft_addr,
+                      const char *client_addr, clawq_cluster_status *out)
+{
+    return cluster_add(c, id, raft_addr, client_addr, false, out);
+}
+
+int clawq_cluster_register(clawq_client *c, uint32_t id, const char *raft_addr,
+                           const char *client_addr)
+{
+    return cluster_add(c, id, raft_addr, client_addr, true, NULL);
+}
+
+int clawq_cluster_remove(clawq_client *c, uint32_t id,
+                         clawq_cluster_status *out)
+{
+    Clawq__ClusterRemoveRequest req = CLAWQ__CLUSTER_REMOVE_REQUEST__INIT;
+
+    if (c == NULL)
+        return CLAWQ_EINVALID;
+    err_reset(c);
+    if (id == 0)
+        return set_err(c, CLAWQ_EINVALID, "id must be > 0");
+    req.id = id;
+    return cluster_call(c, CLAWQ__REQUEST__BODY_CLUSTER_REMOVE, &req.base,
+                        false, out);
+}
+
+int clawq_cluster_transfer(clawq_client *c, uint32_t id,
+                           clawq_cluster_status *out)
+{
+    Clawq__ClusterTransferRequest req = CLAWQ__CLUSTER_TRANSFER_REQUEST__INIT;
+
+    if (c == NULL)
+        return CLAWQ_EINVALID;
+    err_reset(c);
+    req.has_id = id != 0;
+    req.id = id;
+    return cluster_call(c, CLAWQ__REQUEST__BODY_CLUSTER_TRANSFER, &req.base,
+                        false, out);
 }
 
 int clawq_queues(clawq_client *c, clawq_queue_stats **queues, size_t *n)

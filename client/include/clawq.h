@@ -683,14 +683,14 @@ typedef struct clawq_cluster_member {
 /* One node's view of the cluster (the node in node_id). */
 typedef struct clawq_cluster_status {
     uint32_t node_id;
-    char role[16]; /* "leader", "follower", "candidate", "unavailable" */
-    uint32_t leader_id;                /* 0 = no leader known */
-    char leader[CLAWQ_MAX_ADDR + 1];   /* the leader's client address */
+    char role[16];      /* "leader", "follower", "candidate", "unavailable" */
+    uint32_t leader_id; /* 0 = no leader known */
+    char leader[CLAWQ_MAX_ADDR + 1]; /* the leader's client address */
     uint64_t term, commit_index, applied_index, last_index;
-    int leader_view;                   /* members' match_index / lag set */
-    int has_digest;                    /* CLAWQ_CLUSTER_DIGEST was asked */
-    uint64_t digest;                   /* FNV-1a over the node's store */
-    uint64_t digest_index;             /* the applied index it is of */
+    int leader_view;       /* members' match_index / lag set */
+    int has_digest;        /* CLAWQ_CLUSTER_DIGEST was asked */
+    uint64_t digest;       /* FNV-1a over the node's store */
+    uint64_t digest_index; /* the applied index it is of */
     size_t n_members;
     clawq_cluster_member members[CLAWQ_MAX_MEMBERS];
 } clawq_cluster_status;
@@ -711,6 +711,13 @@ CLAWQ_EXTERN int clawq_cluster_add(clawq_client *c, uint32_t id,
                                    const char *raft_addr,
                                    const char *client_addr,
                                    clawq_cluster_status *out);
+
+/* For broker nodes: records the client address of node id, which must be
+ * in the configuration already with raft_addr (CLAWQ_ENOT_FOUND
+ * otherwise), so that followers can send clients to it. */
+CLAWQ_EXTERN int clawq_cluster_register(clawq_client *c, uint32_t id,
+                                        const char *raft_addr,
+                                        const char *client_addr);
 
 /* Removes node id (not the leader: transfer first). CLAWQ_ENOT_FOUND when
  * it is not a member. */

@@ -22,7 +22,7 @@ typedef struct node {
 } node;
 
 static node nodes[NODES];
-static char dir[] = "/tmp/clawq-cluster.XXXXXX";
+static char dir[64];
 
 static void remove_dir(const char *path)
 {
@@ -95,18 +95,16 @@ static int put_via_all(const char *payload, clawq_queue_stats *s)
     return rc;
 }
 
-START_TEST(test_three_nodes_serve_clients)
+/* Picks free ports, fills `cluster` with the --cluster list and starts
+ * every node in a new temp dir. */
+static void cluster_up(char *cluster, size_t len)
 {
     uint16_t used[NODES * 4];
-    char cluster[256] = "";
     int n_used = 0;
-    uint64_t end;
-    clawq_queue_stats s;
-    clawq_client *c;
-    uint64_t id;
-    int rc = -1;
 
+    snprintf(dir, sizeof(dir), "/tmp/clawq-cluster.XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
+    cluster[0] = '\0';
     for (int i = 0; i < NODES; i++) {
         uint16_t *p[4] = {&nodes[i].port, &nodes[i].raft, &nodes[i].http,
                           &nodes[i].scaler};
@@ -116,11 +114,38 @@ START_TEST(test_three_nodes_serve_clients)
         }
         snprintf(nodes[i].endpoint, sizeof(nodes[i].endpoint), "127.0.0.1:%u",
                  nodes[i].port);
-        snprintf(cluster + strlen(cluster), sizeof(cluster) - strlen(cluster),
+        snprintf(cluster + strlen(cluster), len - strlen(cluster),
                  "%s%d=127.0.0.1:%u", i ? "," : "", i + 1, nodes[i].raft);
     }
     for (int i = 0; i < NODES; i++)
         spawn(i, cluster);
+}
+
+/* SIGTERM to every live node; each must exit 0. */
+static void cluster_down(void)
+{
+    for (int i = 0; i < NODES; i++) {
+        int st;
+        if (nodes[i].pid == 0)
+            continue;
+        ck_assert_int_eq(kill(nodes[i].pid, SIGTERM), 0);
+        ck_assert_int_eq(waitpid(nodes[i].pid, &st, 0), nodes[i].pid);
+        ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        nodes[i].pid = 0;
+    }
+    remove_dir(dir);
+}
+
+START_TEST(test_three_nodes_serve_clients)
+{
+    char cluster[256];
+    uint64_t end;
+    clawq_queue_stats s;
+    clawq_client *c;
+    uint64_t id;
+    int rc = -1;
+
+    cluster_up(cluster, sizeof(cluster));
 
     /* Each node takes a put: a follower sends the client to the leader. */
     for (int i = 0; i < NODES; i++) {
@@ -205,25 +230,183 @@ START_TEST(test_three_nodes_serve_clients)
         ck_assert_uint_eq(s.ready, NODES + 2);
         ck_assert_uint_ne(s.node_id, (uint32_t)(leader + 1));
     }
-    for (int i = 0; i < NODES; i++) {
-        int st;
-        if (nodes[i].pid == 0)
-            continue;
-        ck_assert_int_eq(kill(nodes[i].pid, SIGTERM), 0);
-        ck_assert_int_eq(waitpid(nodes[i].pid, &st, 0), nodes[i].pid);
-        ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    }
-    remove_dir(dir);
+    cluster_down();
 }
 END_TEST
 
-/* A bad --cluster is a usage error (exit 2): malformed, duplicate ids, or
- * a list without this node. */
+/* A handle on exactly node i (no leader following), or NULL. */
+static clawq_client *node_try(int i)
+{
+    clawq_options o;
+    clawq_client *c = NULL;
+
+    clawq_options_init(&o);
+    o.no_follow = 1;
+    o.request_timeout_ms = 3000;
+    return clawq_connect(nodes[i].endpoint, &o, &c) == 0 ? c : NULL;
+}
+
+static clawq_client *node_client(int i)
+{
+    clawq_client *c = node_try(i);
+
+    ck_assert_msg(c != NULL, "connect to node %d", i + 1);
+    return c;
+}
+
+/* Polls node i's view until every member has a client address and a
+ * leader is known. */
+static void status_settled(int i, clawq_cluster_status *st)
+{
+    uint64_t end = th_now_ms() + 15000;
+    bool ok = false;
+
+    while (!ok && th_now_ms() < end) {
+        clawq_client *c = node_try(i);
+        int rc =
+            c != NULL ? clawq_cluster_status_get(c, 0, st) : CLAWQ_ECONN_LOST;
+
+        clawq_close(c);
+        ok = rc == 0 && st->leader_id != 0 && st->n_members == NODES;
+        for (size_t k = 0; ok && k < st->n_members; k++)
+            ok = st->members[k].client_addr[0] != '\0';
+        if (!ok)
+            th_sleep_ms(100);
+    }
+    ck_assert_msg(ok, "node %d: no settled cluster view", i + 1);
+}
+
+/* cluster status from every node, a follower refusing a no_follow write,
+ * transfer to a chosen node, the refused changes, equal digests. */
+START_TEST(test_cluster_admin)
+{
+    char cluster[256];
+    clawq_cluster_status st, st2;
+    clawq_put_task t;
+    clawq_client *c;
+    uint32_t leader, target;
+    uint64_t id, end;
+    int rc, follower;
+
+    cluster_up(cluster, sizeof(cluster));
+    /* Every node names the same leader and knows every client address
+     * (followers register theirs through the leader). */
+    status_settled(0, &st);
+    leader = st.leader_id;
+    for (int i = 0; i < NODES; i++) {
+        status_settled(i, &st);
+        ck_assert_uint_eq(st.node_id, (uint32_t)(i + 1));
+        ck_assert_uint_eq(st.leader_id, leader);
+        ck_assert_str_eq(st.leader, nodes[leader - 1].endpoint);
+        ck_assert_str_eq(st.role,
+                         (uint32_t)(i + 1) == leader ? "leader" : "follower");
+        ck_assert_int_eq(st.leader_view, (uint32_t)(i + 1) == leader);
+        for (size_t k = 0; k < st.n_members; k++) {
+            uint32_t m = st.members[k].id;
+            char raft[32];
+
+            ck_assert_str_eq(st.members[k].role, "voter");
+            ck_assert_str_eq(st.members[k].client_addr, nodes[m - 1].endpoint);
+            snprintf(raft, sizeof(raft), "127.0.0.1:%u", nodes[m - 1].raft);
+            ck_assert_str_eq(st.members[k].raft_addr, raft);
+        }
+    }
+    /* A follower asked without leader following refuses a write and
+     * names the leader. */
+    follower = leader == 1 ? 1 : 0;
+    c = node_client(follower);
+    clawq_put_task_init(&t);
+    t.payload = "x";
+    t.payload_len = 1;
+    ck_assert_int_eq(clawq_put(c, "adm", &t, &id, NULL), CLAWQ_ENOT_LEADER);
+    clawq_close(c);
+
+    /* Refused changes, on the leader. */
+    c = node_client((int)leader - 1);
+    ck_assert_int_eq(clawq_cluster_remove(c, leader, NULL), CLAWQ_EINVALID);
+    ck_assert_int_eq(clawq_cluster_remove(c, 9, NULL), CLAWQ_ENOT_FOUND);
+    ck_assert_int_eq(clawq_cluster_add(c, leader % NODES + 1, "127.0.0.1:1",
+                                       "127.0.0.1:2", NULL),
+                     CLAWQ_EINVALID); /* the id is another node's */
+    ck_assert_int_eq(
+        clawq_cluster_add(c, 0, "127.0.0.1:1", "127.0.0.1:2", NULL),
+        CLAWQ_EINVALID);
+    ck_assert_int_eq(clawq_cluster_add(c, 7, "nohost", "127.0.0.1:2", NULL),
+                     CLAWQ_EINVALID);
+    ck_assert_int_eq(clawq_cluster_register(c, 8, "127.0.0.1:1", "127.0.0.1:2"),
+                     CLAWQ_ENOT_FOUND);
+    /* Adding a member again with its own addresses changes nothing. */
+    {
+        char raft[32];
+        snprintf(raft, sizeof(raft), "127.0.0.1:%u", nodes[leader - 1].raft);
+        ck_assert_int_eq(
+            clawq_cluster_add(c, leader, raft, nodes[leader - 1].endpoint, &st),
+            0);
+        ck_assert_uint_eq(st.n_members, NODES);
+    }
+    /* Transfer to a chosen follower. */
+    target = leader % NODES + 1;
+    rc = clawq_cluster_transfer(c, target, &st);
+    ck_assert_msg(rc == 0, "transfer: %s", clawq_errmsg(c));
+    clawq_close(c);
+    end = th_now_ms() + 5000;
+    do {
+        c = node_client((int)target - 1);
+        rc = clawq_cluster_status_get(c, 0, &st);
+        clawq_close(c);
+        if (rc != 0 || strcmp(st.role, "leader") != 0)
+            th_sleep_ms(50);
+    } while ((rc != 0 || strcmp(st.role, "leader") != 0) && th_now_ms() < end);
+    ck_assert_str_eq(st.role, "leader");
+    ck_assert_int_eq(st.leader_view, 1);
+
+    /* A write through the new leader, then equal digests once every node
+     * has applied the same index. */
+    c = node_client((int)target - 1);
+    ck_assert_int_eq(clawq_put(c, "adm", &t, &id, NULL), 0);
+    clawq_close(c);
+    end = th_now_ms() + 10000;
+    for (;;) {
+        bool same = true;
+
+        c = node_client(0);
+        ck_assert_int_eq(clawq_cluster_status_get(c, CLAWQ_CLUSTER_DIGEST, &st),
+                         0);
+        clawq_close(c);
+        ck_assert_int_eq(st.has_digest, 1);
+        for (int i = 1; i < NODES && same; i++) {
+            c = node_client(i);
+            ck_assert_int_eq(
+                clawq_cluster_status_get(c, CLAWQ_CLUSTER_DIGEST, &st2), 0);
+            clawq_close(c);
+            same = st2.digest_index == st.digest_index;
+            if (same)
+                ck_assert_msg(st2.digest == st.digest,
+                              "node %d digest %016llx != node 1 %016llx at "
+                              "index %llu",
+                              i + 1, (unsigned long long)st2.digest,
+                              (unsigned long long)st.digest,
+                              (unsigned long long)st.digest_index);
+        }
+        if (same)
+            break;
+        ck_assert_msg(th_now_ms() < end, "applied indexes never met");
+        th_sleep_ms(50);
+    }
+    cluster_down();
+}
+END_TEST
+
+/* A bad --cluster is a usage error (exit 2): malformed, duplicate ids, a
+ * list without this node, or given with --join. */
 START_TEST(test_bad_cluster_flag)
 {
     static const char *const bad[] = {"x", "1=127.0.0.1:1,1=127.0.0.1:2",
-                                      "2=127.0.0.1:1", "1=nohost"};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                                      "2=127.0.0.1:1", "1=nohost",
+                                      "1=127.0.0.1:1 with --join"};
+    const size_t n_bad = sizeof(bad) / sizeof(bad[0]);
+
+    for (size_t i = 0; i < n_bad; i++) {
         pid_t pid = fork();
         int st;
 
@@ -231,8 +414,13 @@ START_TEST(test_bad_cluster_flag)
         if (pid == 0) {
             FILE *f = freopen("/dev/null", "w", stderr);
             (void)f;
-            execl(th_clawqd_path(), th_clawqd_path(), "--data", "/nonexistent",
-                  "--cluster", bad[i], (char *)NULL);
+            if (i == n_bad - 1)
+                execl(th_clawqd_path(), th_clawqd_path(), "--data",
+                      "/nonexistent", "--cluster", "1=127.0.0.1:1", "--join",
+                      "127.0.0.1:2", (char *)NULL);
+            else
+                execl(th_clawqd_path(), th_clawqd_path(), "--data",
+                      "/nonexistent", "--cluster", bad[i], (char *)NULL);
             _exit(127);
         }
         ck_assert_int_eq(waitpid(pid, &st, 0), pid);
@@ -251,6 +439,10 @@ int main(void)
 
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_three_nodes_serve_clients);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("cluster_admin");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_cluster_admin);
     suite_add_tcase(s, tc);
     tc = tcase_create("bad_cluster_flag");
     tcase_add_test(tc, test_bad_cluster_flag);

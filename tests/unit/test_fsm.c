@@ -1278,6 +1278,34 @@ START_TEST(test_same_index_skipped)
 }
 END_TEST
 
+/* member: set, replace, delete (an empty address), delete again. */
+START_TEST(test_member_table)
+{
+    cmd_op op;
+    char buf[64];
+
+    memset(&op, 0, sizeof(op));
+    op.type = CMD_MEMBER;
+    op.u.member.node_id = 4;
+    op.u.member.client_addr = cq_bytes_str("10.0.0.4:7700");
+    ck_assert_int_eq(apply1(T0, op), 0);
+    ck_assert_int_eq(fsm_member_addr(g_store, 4, buf, sizeof(buf)), 0);
+    ck_assert_str_eq(buf, "10.0.0.4:7700");
+    ck_assert_int_eq(fsm_member_addr(g_store, 4, buf, 5), CLAWQ_ETOO_LARGE);
+    op.u.member.client_addr = cq_bytes_str("10.0.0.44:7700");
+    ck_assert_int_eq(apply1(T0, op), 0);
+    ck_assert_int_eq(fsm_member_addr(g_store, 4, buf, sizeof(buf)), 0);
+    ck_assert_str_eq(buf, "10.0.0.44:7700");
+    op.u.member.client_addr = cq_bytes_str("");
+    ck_assert_int_eq(apply1(T0, op), 0);
+    ck_assert_int_eq(fsm_member_addr(g_store, 4, buf, sizeof(buf)),
+                     CLAWQ_ENOT_FOUND);
+    ck_assert_int_eq(apply1(T0, op), 0); /* gone already: still fine */
+    op.u.member.node_id = 0;
+    ck_assert_int_eq(apply1(T0, op), CLAWQ_EINVALID);
+}
+END_TEST
+
 /* ---- scheduling ---- */
 
 START_TEST(test_next_due)
@@ -1361,6 +1389,7 @@ static Suite *fsm_suite(void)
         {"oldest_ready_ignores_priority", test_oldest_ready_ignores_priority},
         {"same_index_skipped", test_same_index_skipped},
         {"next_due", test_next_due},
+        {"member_table", test_member_table},
     };
     Suite *s = suite_create("fsm");
     size_t i;
