@@ -41,7 +41,10 @@
  * Redeliveries of a task whose ack was not acknowledged are legal
  * (at-least-once) and only counted.
  *
- * The run stops when --stop-file appears or after --duration; producers
+ * While --pause-file exists, no thread sends a request (after finishing
+ * the one it is in), so the nodes can settle on one applied index (the
+ * status file then says phase=paused); the pause is not counted as a
+ * gap. The run stops when --stop-file appears or after --duration; producers
  * stop first, then consumers drain until every acknowledged put was
  * delivered and the queue is empty (bounded by --drain-ms). While it runs,
  * --status-file is rewritten every 100 ms with key=value counters, so a
@@ -76,6 +79,7 @@ typedef struct opts {
     const char *servers;
     const char *queue;
     const char *stop_file;
+    const char *pause_file;
     const char *status_file;
     const char *key;
     uint32_t producers, consumers;
@@ -136,6 +140,8 @@ struct checker {
     int n_problems;
     _Atomic uint64_t errors[N_ERR];
     atomic_bool stop_put, stop_pull;
+    atomic_bool paused;      /* --pause-file exists */
+    _Atomic uint32_t n_idle; /* threads waiting out a pause */
     worker *workers;
 };
 
@@ -293,6 +299,21 @@ static void maybe_reopen(worker *w, int rc)
     w->c = c;
 }
 
+/* While the run is paused (--pause-file), waits; the time paused is not
+ * a gap. */
+static void wait_pause(worker *w)
+{
+    checker *k = w->k;
+
+    if (!atomic_load(&k->paused))
+        return;
+    atomic_fetch_add(&k->n_idle, 1);
+    while (atomic_load(&k->paused) && !atomic_load(&k->stop_pull))
+        sleep_ms(10);
+    atomic_fetch_sub(&k->n_idle, 1);
+    w->st.last_ok_ms = now_ms();
+}
+
 static void *producer_main(void *arg)
 {
     worker *w = arg;
@@ -306,6 +327,10 @@ static void *producer_main(void *arg)
         bool dup = false, retried = false;
         int rc;
 
+        wait_pause(w);
+        if (atomic_load(&k->stop_put))
+            break;
+        start = now_ms();
         if (k->o.rate > 0) { /* tasks/s per producer */
             uint64_t due = k->t0_ms + seq * 1000 / k->o.rate;
             if (due > start)
@@ -448,9 +473,13 @@ static void *consumer_main(void *arg)
     while (!atomic_load(&k->stop_pull)) {
         clawq_task *tasks = NULL;
         size_t n = 0;
-        uint64_t start = now_ms(), now;
-        int rc = clawq_pull(w->c, k->o.queue, PULL_MAX, PULL_WAIT_MS,
-                            k->o.lease_ms, &tasks, &n);
+        uint64_t start, now;
+        int rc;
+
+        wait_pause(w);
+        start = now_ms();
+        rc = clawq_pull(w->c, k->o.queue, PULL_MAX, PULL_WAIT_MS, k->o.lease_ms,
+                        &tasks, &n);
 
         now = now_ms();
         if (rc != 0) {
@@ -530,6 +559,10 @@ static void write_status(checker *k, const char *phase)
     f = fopen(tmp, "w");
     if (f == NULL)
         return;
+    if (strcmp(phase, "load") == 0 && atomic_load(&k->paused))
+        phase = atomic_load(&k->n_idle) == k->o.producers + k->o.consumers
+                    ? "paused"
+                    : "pausing";
     fprintf(f,
             "phase=%s elapsed_ms=%" PRIu64 " puts_acked=%" PRIu64
             " puts_failed=%" PRIu64 " acks_ok=%" PRIu64 " errors=%" PRIu64
@@ -669,12 +702,17 @@ static int run_load(checker *k)
         }
     }
     while (!stop_requested(k, k->t0_ms)) {
+        struct stat st;
+
+        atomic_store(&k->paused, k->o.pause_file != NULL &&
+                                     stat(k->o.pause_file, &st) == 0);
         write_status(k, "load");
         sleep_ms(100);
     }
     /* Producers first: each finishes the put it is in (retries
      * included). Then drain. */
     atomic_store(&k->stop_put, true);
+    atomic_store(&k->paused, false);
     write_status(k, "stopping");
     for (uint32_t i = 0; i < k->o.producers; i++)
         pthread_join(k->workers[i].thread, NULL);
@@ -880,10 +918,6 @@ static int run_failover(checker *k)
     return rc == 0 ? 0 : 1;
 }
 
-/* Until libclawq implements the cluster calls, the digest mode says so
- * instead of failing to link. */
-#pragma weak clawq_cluster_status_get
-
 #define MAX_NODES 9
 
 /* Asks each endpoint (no leader following) for its status with the state
@@ -901,12 +935,6 @@ static int run_digest(checker *k)
     int result = 1;
     bool mismatch = false;
 
-    if (clawq_cluster_status_get == NULL) {
-        printf("digest: BLOCKED: this libclawq lacks "
-               "clawq_cluster_status_get\n");
-        free(list);
-        return 1;
-    }
     for (char *t = strtok_r(list, ",", &save); t != NULL && n < MAX_NODES;
          t = strtok_r(NULL, ",", &save))
         eps[n++] = t;
@@ -982,6 +1010,7 @@ static void usage(void)
             "      --lease-ms MS (10000) --request-timeout-ms MS (5000)\n"
             "      --give-up-ms MS (30000) --drain-ms MS (lease + 20000)\n"
             "      --stop-file F --duration S (600) --status-file F\n"
+            "      --pause-file F (no requests while F exists)\n"
             "      --max-gap-ms MS (0 = no limit) --rate N (per producer/s)\n"
             "      --reopen-after-timeout (a stopgap, see maybe_reopen)\n"
             "leader: --timeout-ms MS (10000) [--no-follow]\n"
@@ -1040,6 +1069,8 @@ static void parse_args(opts *o, int argc, char **argv)
             o->queue = v;
         else if (strcmp(a, "--stop-file") == 0)
             o->stop_file = v;
+        else if (strcmp(a, "--pause-file") == 0)
+            o->pause_file = v;
         else if (strcmp(a, "--status-file") == 0)
             o->status_file = v;
         else if (strcmp(a, "--key") == 0)
