@@ -671,8 +671,8 @@ static int run_load(checker *k)
     uint32_t n = k->o.producers + k->o.consumers;
     clawq_client *mon = NULL;
     clawq_queue_stats qs;
-    uint64_t drain_end, gap_p, gap_c, gap_end_p = 0, gap_end_c = 0, streak = 0,
-                                      lost;
+    uint64_t drain_start, drain_end, gap_p, gap_c, gap_end_p = 0, gap_end_c = 0,
+                                                   streak = 0, lost;
     int64_t left = -1;
     int who_p = -1, who_c = -1, fails = 0;
 
@@ -716,8 +716,9 @@ static int run_load(checker *k)
     write_status(k, "stopping");
     for (uint32_t i = 0; i < k->o.producers; i++)
         pthread_join(k->workers[i].thread, NULL);
-    drain_end = now_ms() + k->o.drain_ms;
-    for (;;) {
+    drain_start = now_ms();
+    drain_end = drain_start + k->o.drain_ms;
+    for (int turn = 0;; turn++) {
         uint64_t u;
 
         write_status(k, "drain");
@@ -727,8 +728,15 @@ static int run_load(checker *k)
         left = backlog(mon, k->o.queue, &qs);
         if ((u == 0 && left == 0) || now_ms() >= drain_end)
             break;
+        if (turn % 5 == 4)
+            printf("checker: draining %" PRIu64 " ms: undelivered=%" PRIu64
+                   " ready=%" PRIu64 " leased=%" PRIu64 " delayed=%" PRIu64
+                   "\n",
+                   now_ms() - drain_start, u, left >= 0 ? qs.ready : 0,
+                   left >= 0 ? qs.leased : 0, left >= 0 ? qs.delayed : 0);
         sleep_ms(200);
     }
+    printf("checker: drained in %" PRIu64 " ms\n", now_ms() - drain_start);
     atomic_store(&k->stop_pull, true);
     for (uint32_t i = k->o.producers; i < n; i++)
         pthread_join(k->workers[i].thread, NULL);
