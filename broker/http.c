@@ -770,6 +770,44 @@ static void serve_metrics(http_conn *c, bool head_only)
     family(&o, "clawq_raft_applied_index", "gauge",
            "Highest Raft log index applied to the store.");
     out_printf(&o, "clawq_raft_applied_index %" PRIu64 "\n", ri.applied_index);
+    {
+        repl_member_info mi[REPL_MAX_MEMBERS];
+        bool view = false;
+        size_t nm = repl_members(srv->r, mi, REPL_MAX_MEMBERS, &view), k;
+        static const char *const roles[] = {"voter", "standby", "spare"};
+        unsigned count[3] = {0, 0, 0};
+
+        for (k = 0; k < nm; k++)
+            count[mi[k].role]++;
+        family(&o, "clawq_cluster_members", "gauge",
+               "Members of the Raft configuration this node knows, by role.");
+        for (k = 0; k < 3; k++)
+            out_printf(&o, "clawq_cluster_members{role=\"%s\"} %u\n", roles[k],
+                       count[k]);
+        family(&o, "clawq_cluster_member_lag_entries", "gauge",
+               "On the leader: log entries each member is behind it.");
+        for (k = 0; view && k < nm; k++)
+            out_printf(&o,
+                       "clawq_cluster_member_lag_entries{node=\"%u\"} %" PRIu64
+                       "\n",
+                       mi[k].id,
+                       ri.last_index > mi[k].match_index
+                           ? ri.last_index - mi[k].match_index
+                           : 0);
+    }
+    family(&o, "clawq_raft_snapshots_total", "counter",
+           "Snapshots this node has taken since it started.");
+    out_printf(&o, "clawq_raft_snapshots_total %" PRIu64 "\n",
+               ri.snapshots_taken);
+    family(&o, "clawq_raft_snapshot_pause_seconds", "gauge",
+           "How long the last snapshot's serialisation blocked the loop.");
+    out_printf(&o, "clawq_raft_snapshot_pause_seconds %.3f\n",
+               (double)ri.last_snapshot_ms / 1000.0);
+    family(&o, "clawq_raft_messages_held_total", "counter",
+           "Raft messages held behind a local snapshot write (the "
+           "InstallSnapshot workaround).");
+    out_printf(&o, "clawq_raft_messages_held_total %" PRIu64 "\n",
+               ri.messages_held);
 
     rss = resident_bytes();
     if (rss >= 0) {

@@ -281,12 +281,14 @@ static void wake_ready(sched *sc)
     wait_timer_arm(sc);
 }
 
-static void wake_all(sched *sc)
+/* Wakes every waiter: as timed out (closing), or to try again (leadership
+ * lost: the retry finds out where the leader is and says so). */
+static void wake_all(sched *sc, bool timed_out)
 {
     while (sc->heap_len > 0) {
         sched_waiter *w = sc->heap[0];
         unlink_waiter(sc, w);
-        w->wake(w, true);
+        w->wake(w, timed_out);
     }
 }
 
@@ -376,7 +378,7 @@ void sched_on_role(sched *sc, bool leader)
     }
     uv_timer_stop(&sc->tick_timer);
     sc->armed_due = 0;
-    wake_all(sc);
+    wake_all(sc, false);
 }
 
 int sched_new(uv_loop_t *loop, store *s, repl *r, sched **out)
@@ -417,7 +419,7 @@ static void sched_handle_closed(uv_handle_t *h)
 void sched_close(sched *sc, void (*done)(void *arg), void *arg)
 {
     sc->leader = false;
-    wake_all(sc);
+    wake_all(sc, true);
     sc->closing = true;
     sc->close_done = done;
     sc->close_arg = arg;

@@ -20,10 +20,11 @@
 typedef struct sched sched;
 typedef struct sched_waiter sched_waiter;
 
-/* Called once per wait: timed_out false when the queue has ready tasks
- * (the waiter should lease again), true when the wait ran out or the
- * scheduler stops waiting (leadership lost, shutdown). The waiter is no
- * longer registered when this runs. */
+/* Called once per wait: timed_out false when the waiter should try again
+ * (the queue has ready tasks, or this node lost leadership: the retry is
+ * refused with the new leader's address and the client follows it), true
+ * when the wait ran out or the scheduler closes. The waiter is no longer
+ * registered when this runs. */
 typedef void (*sched_wake_cb)(sched_waiter *w, bool timed_out);
 
 /* Embedded in the caller's request; the caller keeps it alive while it is

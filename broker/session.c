@@ -1115,8 +1115,19 @@ static void pull_submit(req *q);
 static void pull_wake(sched_waiter *w, bool timed_out)
 {
     req *q = (req *)((uint8_t *)w - offsetof(req, waiter));
+    server *srv = q->c->srv;
+    uint32_t lid;
 
-    if (timed_out || q->c->closing || q->c->srv->shutting_down) {
+    /* Stopping after a handover: send the puller on to the new leader,
+     * where its call goes on waiting. */
+    if (!timed_out && !q->c->closing && srv->shutting_down &&
+        (lid = repl_leader_id(srv->r)) != 0 && lid != srv->node_id) {
+        reply_status(q->c, q->id, CLAWQ_ENOT_LEADER,
+                     "this node is stopping; another leads");
+        req_free(q);
+        return;
+    }
+    if (timed_out || q->c->closing || srv->shutting_down) {
         reply_tasks(q->c, q->id, NULL, 0);
         req_free(q);
         return;

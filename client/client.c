@@ -290,6 +290,19 @@ static void conn_drop(clawq_client *c)
     }
 }
 
+/* A sent request got no answer in time: the node may be cut off (a
+ * partition drops packets, not connections). Drop the connection and
+ * start the next one at the next endpoint, so the next call does not wait
+ * on the same node again. */
+static void conn_suspect(clawq_client *c)
+{
+    if (c->fd < 0)
+        return;
+    conn_drop(c);
+    if (c->n_eps > 1)
+        c->ep_idx = (c->ep_idx + 1) % c->n_eps;
+}
+
 static size_t varint_len(uint64_t v)
 {
     size_t n = 1;
@@ -1067,12 +1080,14 @@ static int call(clawq_client *c, uint32_t field, const ProtobufCMessage *m,
                     continue;
                 }
             }
-            if (rc == CLAWQ_ECONN_LOST)
+            if (rc == CLAWQ_ECONN_LOST) {
                 set_err(c, rc, "connection to %s lost; outcome unknown",
                         c->cur_ep[0] != '\0' ? c->cur_ep : "broker");
-            else if (rc == CLAWQ_ETIMEOUT)
+            } else if (rc == CLAWQ_ETIMEOUT) {
                 set_err(c, rc, "no reply from %s within %u ms", c->cur_ep,
                         c->request_timeout_ms + extra_ms);
+                conn_suspect(c);
+            }
             return rc;
         }
         r = c->sync_resp;
@@ -1908,12 +1923,15 @@ size_t clawq_outstanding(const clawq_client *c)
  * passed (a late answer finds no request and is dropped). */
 static void tickets_expire(clawq_client *c, uint64_t now)
 {
+    bool sent = false;
+
     for (size_t i = 0; i < c->n_pend;) {
         pending *p = &c->pend[i];
 
         if (p->op != 0 && p->deadline <= now) {
             char msg[128];
 
+            sent = sent || p->req_id != 0;
             snprintf(msg, sizeof(msg), "no reply to ticket %llu in time",
                      (unsigned long long)p->seq);
             pending_fail(c, i, CLAWQ_ETIMEOUT, msg);
@@ -1921,6 +1939,8 @@ static void tickets_expire(clawq_client *c, uint64_t now)
             i++;
         }
     }
+    if (sent)
+        conn_suspect(c);
 }
 
 /* Completes with err the unsent tickets (all, or those past their

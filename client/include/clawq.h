@@ -87,7 +87,10 @@ CLAWQ_EXTERN const char *clawq_err_name(int err);
  * measured from the call's start and covering reconnects, leader
  * redirects and retries; clawq_pull adds its wait_ms on top. A call that
  * runs out of time returns CLAWQ_ETIMEOUT (the request may still be
- * applied by the broker; its late reply is discarded).
+ * applied by the broker; its late reply is discarded). A request that got
+ * no answer in time also drops the connection (the node may be cut off by
+ * a partition, which keeps TCP connections open), and the next call
+ * connects starting from the next endpoint.
  *
  * Retries: a request is re-sent automatically on a new connection only
  * when doing so cannot apply it twice: reads (stats, queues, peek, task
@@ -451,6 +454,9 @@ CLAWQ_EXTERN int clawq_report(clawq_client *c, const char *queue,
  * after it was submitted: its result then has status CLAWQ_ETIMEOUT (the
  * request may still be applied; its late answer is dropped). It is
  * counted only while some call on the handle runs (wait, poll, submit).
+ * A sent ticket that times out drops the connection as a timed-out call
+ * does: the other tickets in flight on it are re-sent when that is safe,
+ * else complete with CLAWQ_ECONN_LOST.
  *
  * Errors and reconnects: a ticket's result has status 0 when the broker
  * answered the request (items of a put or an ack may still have failed:

@@ -3,6 +3,7 @@
  * leader, whose client address is replicated), and every node sees the
  * same queue. (Failover, membership and partitions: issue 4.) */
 #include <check.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -397,6 +398,122 @@ START_TEST(test_cluster_admin)
 }
 END_TEST
 
+typedef struct waiter_arg {
+    clawq_client *c;
+    int rc;
+    size_t n;
+    uint64_t id;
+} waiter_arg;
+
+/* One long poll of up to 8 s on queue "mv". */
+static void *waiter_run(void *p)
+{
+    waiter_arg *a = p;
+    clawq_task *tasks = NULL;
+
+    a->rc = clawq_pull(a->c, "mv", 1, 8000, 30000, &tasks, &a->n);
+    if (a->rc == 0 && a->n == 1)
+        a->id = tasks[0].id;
+    clawq_tasks_free(tasks);
+    return NULL;
+}
+
+/* A lease taken on one leader expires on the next, and a puller waiting
+ * when the leader dies is served by the new one: the new leader rebuilds
+ * its timers and waiter lists from the replicated state. */
+START_TEST(test_leases_move_with_leadership)
+{
+    char cluster[256], all[128];
+    clawq_cluster_status st;
+    clawq_put_task t;
+    clawq_options o;
+    clawq_client *c, *w;
+    clawq_task *tasks = NULL;
+    size_t n = 0;
+    uint64_t id, t0, lease_id;
+    int leader, rc;
+
+    cluster_up(cluster, sizeof(cluster));
+    status_settled(0, &st);
+    leader = (int)st.leader_id - 1;
+    snprintf(all, sizeof(all), "%s,%s,%s", nodes[0].endpoint, nodes[1].endpoint,
+             nodes[2].endpoint);
+    clawq_options_init(&o);
+    o.request_timeout_ms = 10000;
+    ck_assert_int_eq(clawq_connect(all, &o, &c), 0);
+    ck_assert_int_eq(clawq_connect(all, &o, &w), 0);
+    clawq_put_task_init(&t);
+    t.payload = "lease-me";
+    t.payload_len = 8;
+    ck_assert_int_eq(clawq_put(c, "mv", &t, &id, NULL), 0);
+    ck_assert_int_eq(clawq_pull(c, "mv", 1, 0, 1500, &tasks, &n), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_eq(tasks[0].id, id);
+    lease_id = tasks[0].lease_id;
+    clawq_tasks_free(tasks);
+
+    /* The leader dies holding the lease; its successor must expire it. */
+    ck_assert_int_eq(kill(nodes[leader].pid, SIGKILL), 0);
+    ck_assert_int_eq(waitpid(nodes[leader].pid, NULL, 0), nodes[leader].pid);
+    nodes[leader].pid = 0;
+    t0 = th_now_ms();
+    tasks = NULL;
+    n = 0;
+    do { /* one long poll; retried only across the failover */
+        rc = clawq_pull(w, "mv", 1, 5000, 30000, &tasks, &n);
+    } while ((rc != 0 || n == 0) && th_now_ms() - t0 < 9000);
+    ck_assert_msg(rc == 0 && n == 1, "pull after failover: %s (n=%zu)",
+                  clawq_strerror(rc), n);
+    ck_assert_uint_eq(tasks[0].id, id);
+    ck_assert_uint_eq(tasks[0].attempt, 2);
+    ck_assert_uint_ne(tasks[0].lease_id, lease_id);
+    fprintf(stderr, "lease of the dead leader redelivered after %llu ms\n",
+            (unsigned long long)(th_now_ms() - t0));
+    /* The old lease is fenced off. */
+    {
+        /* c's connection died with the leader: the first call may say
+         * so (an ack is not re-sent blindly), the next reconnects. */
+        rc = clawq_ack(c, id, lease_id);
+        if (rc == CLAWQ_ECONN_LOST)
+            rc = clawq_ack(c, id, lease_id);
+        ck_assert_int_eq(rc, CLAWQ_ELEASE_LOST);
+        ck_assert_int_eq(clawq_ack(w, id, tasks[0].lease_id), 0);
+    }
+    clawq_tasks_free(tasks);
+
+    /* A puller already waiting when the leader hands over (SIGTERM) is
+     * sent on to the new leader inside its call, and gets the task put
+     * there afterwards. */
+    {
+        waiter_arg wa = {w, 0, 0, 0};
+        pthread_t th;
+        int st_exit;
+
+        spawn(leader, cluster); /* back to three nodes */
+        status_settled(leader, &st);
+        leader = (int)st.leader_id - 1;
+        ck_assert_int_eq(pthread_create(&th, NULL, waiter_run, &wa), 0);
+        th_sleep_ms(300); /* the pull is waiting on the leader now */
+        ck_assert_int_eq(kill(nodes[leader].pid, SIGTERM), 0);
+        ck_assert_int_eq(waitpid(nodes[leader].pid, &st_exit, 0),
+                         nodes[leader].pid);
+        ck_assert(WIFEXITED(st_exit) && WEXITSTATUS(st_exit) == 0);
+        nodes[leader].pid = 0;
+        t.payload = "after-handover";
+        t.payload_len = strlen(t.payload);
+        t.idempotency_key = "after-handover";
+        ck_assert_int_eq(clawq_put(c, "mv", &t, &id, NULL), 0);
+        ck_assert_int_eq(pthread_join(th, NULL), 0);
+        ck_assert_msg(wa.rc == 0 && wa.n == 1, "waiting pull: %s (n=%zu)",
+                      clawq_strerror(wa.rc), wa.n);
+        ck_assert_uint_eq(wa.id, id);
+    }
+    clawq_close(c);
+    clawq_close(w);
+    cluster_down();
+}
+END_TEST
+
 /* A bad --cluster is a usage error (exit 2): malformed, duplicate ids, a
  * list without this node, or given with --join. */
 START_TEST(test_bad_cluster_flag)
@@ -443,6 +560,10 @@ int main(void)
     tc = tcase_create("cluster_admin");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_cluster_admin);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("leases_move_with_leadership");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_leases_move_with_leadership);
     suite_add_tcase(s, tc);
     tc = tcase_create("bad_cluster_flag");
     tcase_add_test(tc, test_bad_cluster_flag);
