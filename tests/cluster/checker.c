@@ -87,7 +87,6 @@ typedef struct opts {
     uint32_t duration_s, max_gap_ms, timeout_ms, rate;
     long pid;
     bool no_follow;
-    bool reopen; /* close and reopen a handle whose request timed out */
 } opts;
 
 enum { PUT_NONE = 0, PUT_ACKED = 1, PUT_FAILED = 2 };
@@ -282,23 +281,6 @@ static int connect_retry(const checker *k, const char *servers, bool no_follow,
 
 /* ---- load ---- */
 
-/* With --reopen-after-timeout: a handle whose request timed out is closed
- * and a new one connected. A stopgap for a libclawq that keeps a
- * connection to a node it can no longer reach (a partition drops no TCP
- * connection), not what a test of the library should rely on. */
-static void maybe_reopen(worker *w, int rc)
-{
-    clawq_client *c = NULL;
-
-    if (!w->k->o.reopen || rc != CLAWQ_ETIMEOUT)
-        return;
-    if (connect_retry(w->k, w->k->o.servers, false, w->k->o.request_timeout_ms,
-                      1000, &c) != 0)
-        return;
-    clawq_close(w->c);
-    w->c = c;
-}
-
 /* While the run is paused (--pause-file), waits; the time paused is not
  * a gap. */
 static void wait_pause(worker *w)
@@ -352,7 +334,6 @@ static void *producer_main(void *arg)
             }
             count_error(k, rc);
             err_at(&w->st, now);
-            maybe_reopen(w, rc);
             if (now - start >= k->o.give_up_ms)
                 break;
             retried = true;
@@ -485,7 +466,6 @@ static void *consumer_main(void *arg)
         if (rc != 0) {
             count_error(k, rc);
             err_at(&w->st, now);
-            maybe_reopen(w, rc);
             sleep_ms(20);
             continue;
         }
@@ -509,7 +489,6 @@ static void *consumer_main(void *arg)
             }
             count_error(k, rc);
             err_at(&w->st, now);
-            maybe_reopen(w, rc);
             if (now - start >= k->o.give_up_ms)
                 break;
             sleep_ms(20);
@@ -1020,7 +999,6 @@ static void usage(void)
             "      --stop-file F --duration S (600) --status-file F\n"
             "      --pause-file F (no requests while F exists)\n"
             "      --max-gap-ms MS (0 = no limit) --rate N (per producer/s)\n"
-            "      --reopen-after-timeout (a stopgap, see maybe_reopen)\n"
             "leader: --timeout-ms MS (10000) [--no-follow]\n"
             "put: --key K [--no-follow] --timeout-ms MS\n"
             "failover: --pid PID --timeout-ms MS\n"
@@ -1062,10 +1040,6 @@ static void parse_args(opts *o, int argc, char **argv)
 
         if (strcmp(a, "--no-follow") == 0) {
             o->no_follow = true;
-            continue;
-        }
-        if (strcmp(a, "--reopen-after-timeout") == 0) {
-            o->reopen = true;
             continue;
         }
         if (v == NULL)
