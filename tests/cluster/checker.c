@@ -668,7 +668,7 @@ static int run_load(checker *k)
         w->index = w->producer ? i : i - k->o.producers;
         if (connect_retry(k, k->o.servers, false, k->o.request_timeout_ms,
                           30000, &w->c) != 0)
-            return 1;
+            goto close_handles;
     }
     k->t0_ms = now_ms();
     for (uint32_t i = 0; i < n; i++) {
@@ -677,7 +677,7 @@ static int run_load(checker *k)
                            w->producer ? producer_main : consumer_main,
                            w) != 0) {
             fprintf(stderr, "checker: pthread_create failed\n");
-            return 1;
+            exit(1);
         }
     }
     while (!stop_requested(k, k->t0_ms)) {
@@ -787,6 +787,12 @@ static int run_load(checker *k)
     clawq_close(mon);
     printf("checker: %s\n", fails ? "FAIL" : "PASS");
     return fails ? 1 : 0;
+
+close_handles:
+    for (uint32_t i = 0; i < n; i++)
+        clawq_close(k->workers[i].c);
+    clawq_close(mon);
+    return 1;
 }
 
 /* ---- small modes ---- */
@@ -1090,6 +1096,19 @@ static void parse_args(opts *o, int argc, char **argv)
         o->drain_ms = o->lease_ms + 20000;
 }
 
+/* Frees k and what run_load made (handles are closed by their users). */
+static void checker_free(checker *k)
+{
+    if (k->tables != NULL) {
+        for (uint32_t p = 0; p < k->o.producers; p++)
+            free(k->tables[p].e);
+        free(k->tables);
+        pthread_mutex_destroy(&k->mu);
+    }
+    free(k->workers);
+    free(k);
+}
+
 int main(int argc, char **argv)
 {
     checker *k = xcalloc(1, sizeof(*k));
@@ -1112,5 +1131,6 @@ int main(int argc, char **argv)
         rc = run_digest(k);
     else
         usage();
+    checker_free(k);
     return rc;
 }
