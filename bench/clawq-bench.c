@@ -1,9 +1,12 @@
-/* clawq-bench: end-to-end load against a running clawqd, through libclawq.
+/* clawq-bench: the same workloads against clawq and its peers.
  *
  * P producer threads put tasks and C consumer threads pull and ack them,
- * each thread with its own handle (libclawq handles are not thread-safe).
- * Every payload starts with a 32-byte header - magic, run id, producer,
- * sequence, send time - so that consumers can
+ * each thread with its own connection. The target - clawq (libclawq),
+ * beanstalkd, Redis Streams or NATS JetStream - sits behind one small
+ * interface (adapter.h: connect, put, put_batch, pull, ack, ack_batch),
+ * so the workload code below is the same for all of them. Every payload
+ * starts with a 32-byte header - magic, run id, producer, sequence, send
+ * time - so that consumers can
  *
  *   - measure the latency from put to ack (CLOCK_MONOTONIC, one process),
  *   - check that every task put was completed exactly once: one bitmap of
@@ -16,14 +19,21 @@
  * Modes: mixed (default; producers and consumers run together) and
  * --fill-drain (put everything first, then drain it). Counts are bounded by
  * --tasks, time by --duration (producers only) and always by --timeout.
+ * --rate paces the producers (open loop); latency then counts from when
+ * a put was due, not when it was sent.
  *
- * Producers put --batch tasks per request and keep up to --inflight K put
- * requests in flight on their handle (clawq_put_batch_async tickets).
- * Consumers keep K pulls of up to --batch tasks in flight and ack each
- * pulled batch with one clawq_ack_batch_async while the next pulls are
- * outstanding. --sync uses the blocking calls instead (clawq_put_batch,
- * clawq_pull, clawq_ack_batch: one request in flight per thread), the
- * baseline the pipelining is measured against.
+ * Through the adapter (every target; clawq with --sync) each thread has
+ * one batch in flight: a producer puts --batch tasks and waits for the
+ * answer, a consumer pulls up to --batch tasks and acks them. For clawq a
+ * batch is one request; for the peers it is their pipelined commands
+ * (docs/BENCHMARKS.md lists each mapping).
+ *
+ * clawq without --sync runs its pipelined mode on the libclawq handle:
+ * producers keep up to --inflight K put requests in flight
+ * (clawq_put_batch_async tickets), consumers keep K pulls in flight and
+ * ack each pulled batch with one clawq_ack_batch_async while the next
+ * pulls are outstanding. --cluster A,B,C runs against a cluster (libclawq
+ * follows the leader).
  *
  * Exit status: 0 when every task put was completed and no request failed,
  * 1 when tasks are missing or requests failed, 2 for a usage error.
@@ -39,7 +49,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "adapter.h"
 #include "clawq.h"
+#include "fsync_floor.h"
 
 #define BENCH_MAGIC 0x31425143u /* "CQB1" */
 #define HDR_LEN 32              /* magic, run, producer, pad, seq, sent_ns */
@@ -49,7 +61,10 @@
 #define HIST_N (HIST_SUB * (64 - HIST_SUB_BITS))
 
 typedef struct opts {
-    const char *server;
+    const char *server; /* clawq: one address, or --cluster's list */
+    const char *addr;   /* the target's address (--addr, --server) */
+    const bench_adapter *target;
+    bool durable; /* --durability durable (default) or fast */
     char queue[CLAWQ_MAX_QUEUE_NAME + 1];
     uint32_t producers, consumers, batch, payload, inflight;
     uint32_t wait_ms, lease_ms, timeout_s;
@@ -81,7 +96,8 @@ typedef struct bench bench;
 typedef struct worker {
     bench *b;
     uint32_t index;
-    clawq_client *c;
+    bench_conn *conn;
+    clawq_client *c; /* clawq's ticket mode: conn's libclawq handle */
     pthread_t thread;
     counters k;
     hist *h;
@@ -92,6 +108,7 @@ typedef struct worker {
 
 struct bench {
     opts o;
+    bench_cfg cfg; /* what the adapters are set up from */
     uint32_t run_id;
     uint64_t t0_ns;
     uint64_t put_deadline_ns;     /* producers stop here (set before start) */
@@ -123,23 +140,26 @@ static void sleep_ms(uint32_t ms)
 }
 
 /* With --rate, sleeps until a producer that has put `done` tasks is due
- * for the next one (each producer takes rate / producers). */
-static void pace(const bench *b, uint64_t done)
+ * for the next one (each producer takes rate / producers), and returns
+ * the time it was due: latency counts from there, so a put that falls
+ * behind the schedule is charged for the delay (no coordinated
+ * omission). Without --rate, returns now. */
+static uint64_t pace(const bench *b, uint64_t done)
 {
-    uint64_t due, now;
+    uint64_t due, now = now_ns();
     struct timespec ts;
 
     if (b->o.rate == 0)
-        return;
+        return now;
     due = b->t0_ns +
           (uint64_t)((double)done * 1e9 * b->o.producers / (double)b->o.rate);
-    now = now_ns();
     if (due <= now)
-        return;
+        return due;
     ts.tv_sec = (time_t)((due - now) / 1000000000u);
     ts.tv_nsec = (long)((due - now) % 1000000000u);
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
+    return due;
 }
 
 static void *xcalloc(size_t n, size_t size)
@@ -240,11 +260,20 @@ static void hdr_stamp(uint8_t *p, uint64_t seq, uint64_t sent_ns)
 
 /* ---- producers ---- */
 
+/* Notes the first error of a worker: a libclawq code (ticket mode). */
 static void note_err(worker *w, const char *what, int rc)
 {
     if (w->err[0] == '\0')
         snprintf(w->err, sizeof(w->err), "%s: %s (%s)", what,
                  clawq_err_name(rc), clawq_errmsg(w->c));
+}
+
+/* Notes the first error of a worker: the adapter's detail. */
+static void note_conn_err(worker *w, const char *what)
+{
+    if (w->err[0] == '\0')
+        snprintf(w->err, sizeof(w->err), "%s: %.200s", what,
+                 w->conn->err[0] != '\0' ? w->conn->err : "failed");
 }
 
 static bool time_is_up(const bench *b)
@@ -262,87 +291,112 @@ static uint64_t producer_quota(const bench *b, uint32_t i)
     return q + (i < b->o.tasks % b->o.producers ? 1 : 0);
 }
 
-/* A put request failed as a whole (rc), or with per-task statuses. A
- * request refused before it was applied is retried; any other failure
- * leaves its tasks' outcome unknown. Returns true to retry. */
-static bool put_failed(worker *w, int rc, uint32_t *streak)
+/* Sleeps for the target's retry hint after a refusal (10 ms without one)
+ * and counts the time. */
+static void back_off(worker *w)
 {
-    if (++*streak >= MAX_ERR_STREAK) {
-        note_err(w, "put", rc);
-        atomic_store(&w->b->stop, true);
-        return false;
-    }
-    if (rc == CLAWQ_EQUEUE_FULL || rc == CLAWQ_ENOT_LEADER ||
-        rc == CLAWQ_ESHUTTING_DOWN) {
-        uint32_t ms = clawq_retry_after_ms(w->c);
-        sleep_ms(ms > 0 && ms < 1000 ? ms : 10);
-        return true;
-    }
-    note_err(w, "put", rc);
-    return false;
+    uint32_t ms = w->conn->retry_after_ms;
+
+    ms = ms > 0 && ms <= 5000 ? ms : 10;
+    w->k.backoff_ms += ms;
+    sleep_ms(ms);
 }
 
-static void producer_batch(worker *w)
+/* Any target, one batch in flight: put --batch tasks at a time through
+ * the adapter (put for batch 1, put_batch otherwise) and wait for the
+ * answer. Tasks refused before they were applied (clawq's QUEUE_FULL,
+ * NOT_LEADER) are put again with the same sequence numbers; a failed
+ * request leaves its tasks' outcome unknown (not in put_map). */
+static void producer_adapter(worker *w)
 {
     bench *b = w->b;
     const opts *o = &b->o;
+    const bench_adapter *ad = w->conn->ad;
     uint64_t quota = producer_quota(b, w->index), seq = 0;
     uint64_t *map = b->put_map[w->index];
     uint8_t *buf = xcalloc(o->batch, o->payload);
-    clawq_put_task *tasks = xcalloc(o->batch, sizeof(*tasks));
-    clawq_put_result *res = xcalloc(o->batch, sizeof(*res));
-    uint32_t streak = 0;
+    const uint8_t **ptrs = xcalloc(o->batch, sizeof(*ptrs));
+    uint64_t *seqs = xcalloc(o->batch, sizeof(*seqs));
+    uint64_t *again = xcalloc(o->batch, sizeof(*again)); /* refused */
+    int *st = xcalloc(o->batch, sizeof(*st));
+    uint32_t streak = 0, n_again = 0;
 
     for (uint32_t i = 0; i < o->batch; i++) {
         uint8_t *p = buf + (size_t)i * o->payload;
         memset(p, 'x', o->payload);
         hdr_write(p, b->run_id, w->index, 0, 0);
-        clawq_put_task_init(&tasks[i]);
-        tasks[i].payload = p;
-        tasks[i].payload_len = o->payload;
+        ptrs[i] = p;
     }
-    while (seq < quota && !time_is_up(b)) {
-        uint32_t n =
-            quota - seq < o->batch ? (uint32_t)(quota - seq) : o->batch;
-        uint64_t sent, ok;
+    while (!atomic_load_explicit(&b->stop, memory_order_relaxed)) {
+        uint32_t n = 0, refused = 0;
+        uint64_t sent, ok = 0;
         int rc;
 
-        pace(b, seq);
-        sent = now_ns();
-
+        while (n_again > 0) /* refused tasks first, with fresh stamps */
+            seqs[n++] = again[--n_again];
+        if (n > 0) {
+            sent = now_ns();
+        } else {
+            if (seq >= quota || time_is_up(b))
+                break;
+            n = quota - seq < o->batch ? (uint32_t)(quota - seq) : o->batch;
+            for (uint32_t i = 0; i < n; i++)
+                seqs[i] = seq + i;
+            sent = pace(b, seq);
+            seq += n;
+        }
         for (uint32_t i = 0; i < n; i++)
-            hdr_stamp(buf + (size_t)i * o->payload, seq + i, sent);
-        /* < 0: the request failed; >= 0: answered, that many tasks
-         * failed (see res[i].status). */
-        rc = clawq_put_batch(w->c, o->queue, tasks, n, res);
+            hdr_stamp(buf + (size_t)i * o->payload, seqs[i], sent);
+        if (o->batch == 1) {
+            rc = ad->put(w->conn, ptrs[0], o->payload);
+            st[0] = 0;
+        } else {
+            /* < 0: the request failed; >= 0: answered, that many tasks
+             * failed (st[i] says which). */
+            rc = ad->put_batch(w->conn, ptrs, o->payload, n, st);
+        }
         w->k.put_requests++;
         if (rc < 0) {
-            if (put_failed(w, rc, &streak))
+            if (rc == BENCH_EREFUSED && ++streak < MAX_ERR_STREAK) {
+                for (uint32_t i = 0; i < n; i++)
+                    again[n_again++] = seqs[i];
+                w->k.queue_full += n;
+                back_off(w);
                 continue;
+            }
+            note_conn_err(w, "put");
             w->k.put_unknown += n; /* outcome unknown: not in put_map */
-            seq += n;
-            if (atomic_load(&b->stop))
-                break;
+            if (rc == BENCH_EREFUSED || ++streak >= MAX_ERR_STREAK)
+                atomic_store(&b->stop, true);
             continue;
         }
         streak = 0;
-        ok = 0;
         for (uint32_t i = 0; i < n; i++) {
-            if (res[i].status == 0) {
-                map[(seq + i) >> 6] |= 1ull << ((seq + i) & 63);
+            uint64_t s = seqs[i];
+
+            if (st[i] == 0) {
+                map[s >> 6] |= 1ull << (s & 63);
                 ok++;
+            } else if (st[i] == BENCH_EREFUSED) {
+                /* Back-pressure: not an error; put it again. */
+                w->k.queue_full++;
+                again[n_again++] = s;
+                refused++;
             } else {
                 w->k.put_failed++;
-                note_err(w, "put task", res[i].status);
+                note_conn_err(w, "put task");
             }
         }
+        if (refused > 0)
+            back_off(w);
         w->k.put_ok += ok;
         atomic_fetch_add_explicit(&b->put_ok_total, ok, memory_order_relaxed);
-        seq += n;
     }
     free(buf);
-    free(tasks);
-    free(res);
+    free(ptrs);
+    free(seqs);
+    free(again);
+    free(st);
 }
 
 /* Up to --inflight put batches in flight: each ticket's user is the
@@ -399,8 +453,7 @@ static void producer_tickets(worker *w)
             } else {
                 break;
             }
-            pace(b, base);
-            sent = now_ns();
+            sent = pace(b, base);
             for (uint32_t i = 0; i < n; i++)
                 hdr_stamp(buf + (size_t)i * o->payload, base + i, sent);
             rc = clawq_put_batch_async(w->c, o->queue, tasks, n,
@@ -491,8 +544,8 @@ static void *producer_main(void *arg)
 {
     worker *w = arg;
 
-    if (w->b->o.sync)
-        producer_batch(w);
+    if (w->c == NULL)
+        producer_adapter(w);
     else
         producer_tickets(w);
     w->end_ns = now_ns();
@@ -505,26 +558,26 @@ static void *producer_main(void *arg)
 
 /* Checks a delivered payload; on success writes its producer and
  * sequence. Counts foreign (another run's) and corrupt payloads. */
-static bool task_decode(worker *w, const clawq_task *t, uint32_t *producer,
-                        uint64_t *seq, uint64_t *sent_ns)
+static bool task_decode(worker *w, const uint8_t *payload, size_t len,
+                        uint32_t *producer, uint64_t *seq, uint64_t *sent_ns)
 {
     const bench *b = w->b;
     uint32_t magic, run;
 
-    if (t->payload_len < HDR_LEN) {
+    if (len < HDR_LEN) {
         w->k.foreign++;
         return false;
     }
-    memcpy(&magic, t->payload, 4);
-    memcpy(&run, t->payload + 4, 4);
+    memcpy(&magic, payload, 4);
+    memcpy(&run, payload + 4, 4);
     if (magic != BENCH_MAGIC || run != b->run_id) {
         w->k.foreign++;
         return false;
     }
-    memcpy(producer, t->payload + 8, 4);
-    memcpy(seq, t->payload + 16, 8);
-    memcpy(sent_ns, t->payload + 24, 8);
-    if (t->payload_len != b->o.payload || *producer >= b->o.producers ||
+    memcpy(producer, payload + 8, 4);
+    memcpy(seq, payload + 16, 8);
+    memcpy(sent_ns, payload + 24, 8);
+    if (len != b->o.payload || *producer >= b->o.producers ||
         *seq >= b->per_producer) {
         w->k.corrupt++;
         return false;
@@ -546,7 +599,8 @@ static void acks_record(worker *w, size_t n, const int *st, const bool *valid,
 
         if (st[i] != 0) {
             w->k.ack_failed++;
-            note_err(w, "ack task", st[i]);
+            if (w->c != NULL) /* ticket mode: st[i] is libclawq's */
+                note_err(w, "ack task", st[i]);
             continue;
         }
         w->k.acked++;
@@ -570,12 +624,14 @@ static void acks_record(worker *w, size_t n, const int *st, const bool *valid,
     }
 }
 
-/* --sync: one blocking pull, then one blocking ack of what it leased. */
-static void consumer_sync(worker *w)
+/* Any target, one request in flight: pull up to --batch tasks through the
+ * adapter, then ack what it leased (ack for batch 1, ack_batch
+ * otherwise) and wait for the answer. */
+static void consumer_adapter(worker *w)
 {
     bench *b = w->b;
     const opts *o = &b->o;
-    clawq_lease_ref *refs = xcalloc(o->batch, sizeof(*refs));
+    const bench_adapter *ad = w->conn->ad;
     int *st = xcalloc(o->batch, sizeof(*st));
     uint32_t *prod = xcalloc(o->batch, sizeof(*prod));
     uint64_t *seqs = xcalloc(o->batch, sizeof(*seqs));
@@ -587,7 +643,7 @@ static void consumer_sync(worker *w)
            now_ns() < atomic_load(&b->deadline_ns)) {
         bool producers_done =
             atomic_load(&b->producers_left) == 0; /* before the pull */
-        clawq_task *t = NULL;
+        bench_msg *m = NULL;
         size_t n = 0;
         uint64_t done_ns;
         int rc;
@@ -595,12 +651,11 @@ static void consumer_sync(worker *w)
         if (producers_done &&
             atomic_load(&b->completed_total) >= atomic_load(&b->put_ok_total))
             break;
-        rc = clawq_pull(w->c, o->queue, o->batch, o->wait_ms, o->lease_ms, &t,
-                        &n);
+        rc = ad->pull(w->conn, o->batch, &m, &n);
         w->k.pulls++;
         if (rc < 0) {
             w->k.pull_errors++;
-            note_err(w, "pull", rc);
+            note_conn_err(w, "pull");
             if (++streak >= MAX_ERR_STREAK)
                 break;
             sleep_ms(10);
@@ -613,27 +668,30 @@ static void consumer_sync(worker *w)
             continue;
         }
         w->k.pulled += n;
-        for (size_t i = 0; i < n; i++) {
-            refs[i].id = t[i].id;
-            refs[i].lease_id = t[i].lease_id;
-            valid[i] = task_decode(w, &t[i], &prod[i], &seqs[i], &sent[i]);
+        for (size_t i = 0; i < n; i++)
+            valid[i] = task_decode(w, m[i].payload, m[i].payload_len, &prod[i],
+                                   &seqs[i], &sent[i]);
+        if (n == 1 && o->batch == 1) {
+            rc = ad->ack(w->conn, &m[0]);
+            st[0] = 0;
+        } else {
+            rc = ad->ack_batch(w->conn, m, n, st);
         }
-        clawq_tasks_free(t);
-        rc = clawq_ack_batch(w->c, refs, n, st);
         done_ns = now_ns();
         w->k.ack_requests++;
         if (rc < 0) {
             /* The whole request failed: the leases stay until expiry. */
             w->k.ack_failed += n;
-            note_err(w, "ack", rc);
+            note_conn_err(w, "ack");
             if (++streak >= MAX_ERR_STREAK)
                 break;
             continue;
         }
+        if (rc > 0)
+            note_conn_err(w, "ack task");
         streak = 0;
         acks_record(w, n, st, valid, prod, seqs, sent, done_ns);
     }
-    free(refs);
     free(st);
     free(prod);
     free(seqs);
@@ -743,8 +801,9 @@ static void consumer_tickets(worker *w)
             for (size_t i = 0; i < r.n; i++) {
                 refs[i].id = r.tasks[i].id;
                 refs[i].lease_id = r.tasks[i].lease_id;
-                a->valid[i] = task_decode(w, &r.tasks[i], &a->prod[i],
-                                          &a->seqs[i], &a->sent[i]);
+                a->valid[i] =
+                    task_decode(w, r.tasks[i].payload, r.tasks[i].payload_len,
+                                &a->prod[i], &a->seqs[i], &a->sent[i]);
             }
             clawq_result_free(&r);
             rc = clawq_ack_batch_async(w->c, refs, a->n, a, &t);
@@ -786,8 +845,8 @@ static void *consumer_main(void *arg)
 {
     worker *w = arg;
 
-    if (w->b->o.sync)
-        consumer_sync(w);
+    if (w->c == NULL)
+        consumer_adapter(w);
     else
         consumer_tickets(w);
     w->end_ns = now_ns();
@@ -797,27 +856,22 @@ static void *consumer_main(void *arg)
 
 /* ---- running ---- */
 
-static clawq_client *connect_one(const opts *o, const char *role, uint32_t i)
+/* Connects worker w through the target's adapter. clawq without --sync
+ * runs the pipelined ticket mode on the libclawq handle (w->c). */
+static void connect_one(bench *b, worker *w, const char *role, uint32_t i)
 {
-    clawq_options co;
-    clawq_client *c;
-    char name[64], err[256] = "";
+    const opts *o = &b->o;
+    char err[256] = "";
     int rc;
 
-    snprintf(name, sizeof(name), "clawq-bench-%s-%u", role, i);
-    clawq_options_init(&co);
-    co.client_name = name;
-    co.connect_timeout_ms = 5000;
-    co.request_timeout_ms = 10000;
-    /* Room for the pulls or puts and the acks behind them. */
-    co.pipeline_window = 2 * o->inflight + 2;
-    rc = clawq_connect2(o->server, &co, &c, err, sizeof(err));
+    rc = o->target->connect(&b->cfg, role, i, &w->conn, err, sizeof(err));
     if (rc < 0) {
-        fprintf(stderr, "clawq-bench: connect %s: %s (%s)\n", o->server,
-                clawq_err_name(rc), err);
+        fprintf(stderr, "clawq-bench: connect %s %s: %s\n", o->target->name,
+                o->addr, err);
         exit(1);
     }
-    return c;
+    w->c = o->target == &bench_clawq && !o->sync ? bench_clawq_client(w->conn)
+                                                 : NULL;
 }
 
 static void start(worker *w, void *(*fn)(void *))
@@ -894,15 +948,24 @@ static int run(bench *b)
     const char *first_err = "";
     bool ok;
 
+    if (o->target->setup != NULL) {
+        char err[256] = "";
+
+        if (o->target->setup(&b->cfg, err, sizeof(err)) < 0) {
+            fprintf(stderr, "clawq-bench: set up %s on %s: %s\n",
+                    o->target->name, o->addr, err);
+            exit(1);
+        }
+    }
     for (uint32_t i = 0; i < o->producers; i++) {
         prod[i].b = b;
         prod[i].index = i;
-        prod[i].c = connect_one(o, "producer", i);
+        connect_one(b, &prod[i], "producer", i);
     }
     for (uint32_t i = 0; i < o->consumers; i++) {
         cons[i].b = b;
         cons[i].index = i;
-        cons[i].c = connect_one(o, "consumer", i);
+        connect_one(b, &cons[i], "consumer", i);
         cons[i].h = xcalloc(1, sizeof(hist));
     }
     if (o->max_depth > 0) {
@@ -911,10 +974,10 @@ static int run(bench *b)
 
         qs.mask = CLAWQ_SET_MAX_DEPTH;
         qs.max_depth = o->max_depth;
-        rc = clawq_queue_set(prod[0].c, o->queue, &qs);
+        rc = clawq_queue_set(bench_clawq_client(prod[0].conn), o->queue, &qs);
         if (rc != 0) {
             fprintf(stderr, "clawq-bench: queue set max_depth: %s\n",
-                    clawq_errmsg(prod[0].c));
+                    clawq_errmsg(bench_clawq_client(prod[0].conn)));
             exit(1);
         }
     }
@@ -952,7 +1015,7 @@ static int run(bench *b)
         counters_add(&k, &ws[i].k);
         if (ws[i].err[0] != '\0' && first_err[0] == '\0')
             first_err = ws[i].err;
-        clawq_close(ws[i].c);
+        o->target->close(ws[i].conn);
     }
     for (uint32_t i = 0; i < o->producers; i++)
         if (prod[i].end_ns > put_end)
@@ -978,11 +1041,14 @@ static int run(bench *b)
          k.put_unknown == 0 && k.ack_failed == 0 && k.pull_errors == 0 &&
          k.corrupt == 0 && k.put_ok > 0;
 
-    printf("clawq-bench: server=%s queue=%s mode=%s producers=%u "
-           "consumers=%u batch=%u payload=%u inflight=%u%s\n",
-           o->server, o->queue, o->fill_drain ? "fill-drain" : "mixed",
-           o->producers, o->consumers, o->batch, o->payload, o->inflight,
-           o->sync ? " sync" : "");
+    if (o->target->teardown != NULL)
+        o->target->teardown(&b->cfg);
+    printf("clawq-bench: target=%s server=%s queue=%s mode=%s producers=%u "
+           "consumers=%u batch=%u payload=%u inflight=%u%s durability=%s\n",
+           o->target->name, o->addr, o->queue,
+           o->fill_drain ? "fill-drain" : "mixed", o->producers, o->consumers,
+           o->batch, o->payload, o->inflight, o->sync ? " sync" : "",
+           o->durable ? "durable" : "fast");
     if (o->rate > 0)
         printf("  rate         %10" PRIu64 " tasks/s offered (--rate)\n",
                o->rate);
@@ -1030,8 +1096,8 @@ static int run(bench *b)
            ok ? "OK: every task completed exactly once" : "FAILED");
     if (o->json) {
         printf(
-            "{\"bench\":\"clawq\",\"mode\":\"%s\",\"rate\":%" PRIu64
-            ",\"producers\":%u,"
+            "{\"bench\":\"clawq\",\"target\":\"%s\",\"durability\":\"%s\","
+            "\"mode\":\"%s\",\"rate\":%" PRIu64 ",\"producers\":%u,"
             "\"consumers\":%u,\"batch\":%u,\"payload\":%u,\"inflight\":%u,"
             "\"sync\":%s,"
             "\"put\":%" PRIu64 ",\"put_per_s\":%.0f,\"acked\":%" PRIu64
@@ -1042,6 +1108,7 @@ static int run(bench *b)
             ",\"errors\":{\"put_failed\":%" PRIu64 ",\"put_unknown\":%" PRIu64
             ",\"pull\":%" PRIu64 ",\"ack\":%" PRIu64 ",\"foreign\":%" PRIu64
             ",\"corrupt\":%" PRIu64 "},\"ok\":%s}\n",
+            o->target->name, o->durable ? "durable" : "fast",
             o->fill_drain ? "fill-drain" : "mixed", o->rate, o->producers,
             o->consumers, o->batch, o->payload, o->inflight,
             o->sync ? "true" : "false", k.put_ok, rate(k.put_ok, put_ns),
@@ -1063,17 +1130,34 @@ static int run(bench *b)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: clawq-bench --server 127.0.0.1:PORT [--producers P] "
-            "[--consumers C]\n"
+            "usage: clawq-bench [--target T] [--server 127.0.0.1:PORT | "
+            "--cluster A,B,C |\n"
+            "         --addr 127.0.0.1:PORT] [--producers P] [--consumers C]\n"
             "         [--batch N] [--payload BYTES] [--tasks N | --duration "
             "SEC]\n"
             "         [--rate N] [--queue NAME] [--inflight N] [--fill-drain] "
             "[--json]\n"
             "         [--wait-ms MS] [--lease-ms MS] [--timeout SEC]\n"
-            "         [--max-depth N]\n"
+            "         [--max-depth N] [--durability durable|fast]\n"
+            "       clawq-bench --fsync-floor DIR | --list-targets\n"
             "\n"
+            "  --target T        clawq (default), beanstalkd, redis or nats "
+            "(those compiled\n"
+            "                    in: --list-targets); every target runs the "
+            "same workload\n"
             "  --server ADDR     clawqd client address; 127.0.0.1 only "
             "(default 127.0.0.1:7700)\n"
+            "  --cluster A,B,C   clawq: the client addresses of a cluster's "
+            "nodes (libclawq\n"
+            "                    follows the leader)\n"
+            "  --addr ADDR       the target's address, 127.0.0.1:PORT "
+            "(defaults: beanstalkd\n"
+            "                    11300, redis 6379, nats 4222; clawq as "
+            "--server)\n"
+            "  --durability D    durable (default) or fast: the servers' "
+            "setting, recorded\n"
+            "                    in the output; nats acks with AckSync when "
+            "durable\n"
             "  --producers P     producer threads, one connection each "
             "(default 4)\n"
             "  --consumers C     consumer threads, one connection each "
@@ -1098,6 +1182,9 @@ static void usage(FILE *f)
             "                    pulls are outstanding); default 1\n"
             "  --sync            blocking calls instead: one request in "
             "flight per thread\n"
+            "                    (clawq; the other targets always run so, "
+            "a batch being\n"
+            "                    their pipelined commands)\n"
             "  --fill-drain      put every task first, then drain them\n"
             "  --json            also print one JSON summary line\n"
             "  --wait-ms MS      long-poll wait of a pull (default 100)\n"
@@ -1108,7 +1195,10 @@ static void usage(FILE *f)
             "  --lease-ms MS     lease per pull, long enough that none "
             "expire (default 600000)\n"
             "  --timeout SEC     bound on the run, and again on the drain "
-            "(default 600)\n",
+            "(default 600)\n"
+            "  --fsync-floor DIR print the disk's fsync floor in DIR and "
+            "exit\n"
+            "  --list-targets    print the targets compiled in and exit\n",
             HDR_LEN);
 }
 
@@ -1144,18 +1234,27 @@ static double parse_seconds(const char *flag, const char *v)
     return x;
 }
 
-/* The bench talks to 127.0.0.1 only: "127.0.0.1:PORT". */
-static bool server_ok(const char *s)
+/* The bench talks to 127.0.0.1 only: "127.0.0.1:PORT", or with list a
+ * comma-separated list of them. */
+static bool server_ok(const char *s, bool list)
 {
     const char *p = "127.0.0.1:";
     char *end;
     unsigned long port;
 
-    if (strncmp(s, p, strlen(p)) != 0)
-        return false;
-    errno = 0;
-    port = strtoul(s + strlen(p), &end, 10);
-    return errno == 0 && *end == '\0' && port > 0 && port < 65536;
+    for (;;) {
+        if (strncmp(s, p, strlen(p)) != 0)
+            return false;
+        errno = 0;
+        port = strtoul(s + strlen(p), &end, 10);
+        if (errno != 0 || port == 0 || port > 65535)
+            return false;
+        if (*end == '\0')
+            return true;
+        if (*end != ',' || !list)
+            return false;
+        s = end + 1;
+    }
 }
 
 int main(int argc, char **argv)
@@ -1164,7 +1263,9 @@ int main(int argc, char **argv)
     opts *o = &b->o;
     int rc;
 
-    o->server = "127.0.0.1:7700";
+    o->server = NULL;
+    o->target = &bench_clawq;
+    o->durable = true;
     o->producers = 4;
     o->consumers = 4;
     o->batch = 64;
@@ -1194,14 +1295,48 @@ int main(int argc, char **argv)
             o->sync = true;
             continue;
         }
+        if (strcmp(a, "--list-targets") == 0) {
+            printf("%s\n", bench_adapter_names());
+            return 0;
+        }
         if (v == NULL) {
             fprintf(stderr, "clawq-bench: unknown or incomplete flag %s\n", a);
             usage(stderr);
             return 2;
         }
-        if (strcmp(a, "--server") == 0)
+        if (strcmp(a, "--server") == 0 || strcmp(a, "--cluster") == 0) {
+            if (!server_ok(v, strcmp(a, "--cluster") == 0)) {
+                fprintf(stderr, "clawq-bench: %s wants 127.0.0.1:PORT%s\n", a,
+                        strcmp(a, "--cluster") == 0 ? ",..." : "");
+                return 2;
+            }
             o->server = v;
-        else if (strcmp(a, "--producers") == 0)
+        } else if (strcmp(a, "--addr") == 0) {
+            if (!server_ok(v, false)) {
+                fprintf(stderr, "clawq-bench: --addr wants 127.0.0.1:PORT\n");
+                return 2;
+            }
+            o->addr = v;
+        } else if (strcmp(a, "--target") == 0) {
+            o->target = bench_adapter_find(v);
+            if (o->target == NULL) {
+                fprintf(stderr,
+                        "clawq-bench: --target %s is not compiled in "
+                        "(have: %s)\n",
+                        v, bench_adapter_names());
+                return 2;
+            }
+        } else if (strcmp(a, "--durability") == 0) {
+            if (strcmp(v, "durable") != 0 && strcmp(v, "fast") != 0) {
+                fprintf(stderr, "clawq-bench: --durability wants durable or "
+                                "fast\n");
+                return 2;
+            }
+            o->durable = strcmp(v, "durable") == 0;
+        } else if (strcmp(a, "--fsync-floor") == 0) {
+            fsync_floor_print("clawq-bench", v);
+            return 0;
+        } else if (strcmp(a, "--producers") == 0)
             o->producers = (uint32_t)parse_u64(a, v, 1, 256);
         else if (strcmp(a, "--consumers") == 0)
             o->consumers = (uint32_t)parse_u64(a, v, 1, 256);
@@ -1240,9 +1375,19 @@ int main(int argc, char **argv)
         }
         i++;
     }
-    if (!server_ok(o->server)) {
-        fprintf(stderr, "clawq-bench: --server must be 127.0.0.1:PORT\n");
-        return 2;
+    if (o->target != &bench_clawq) {
+        if (o->server != NULL || o->max_depth > 0 || o->inflight > 1) {
+            fprintf(stderr, "clawq-bench: --server, --cluster, --max-depth "
+                            "and --inflight are clawq's\n");
+            return 2;
+        }
+        o->sync = true; /* one batch of pipelined commands in flight */
+        if (o->addr == NULL)
+            o->addr = o->target->default_addr;
+    } else {
+        if (o->server == NULL)
+            o->server = o->addr != NULL ? o->addr : o->target->default_addr;
+        o->addr = o->server;
     }
     if (o->sync && o->inflight > 1) {
         fprintf(stderr, "clawq-bench: --sync keeps one request in flight; "
@@ -1258,6 +1403,13 @@ int main(int argc, char **argv)
     if (o->queue[0] == '\0')
         snprintf(o->queue, sizeof(o->queue), "bench-%ld-%08x", (long)getpid(),
                  b->run_id);
+    b->cfg.addr = o->addr;
+    b->cfg.queue = o->queue;
+    b->cfg.lease_ms = o->lease_ms;
+    b->cfg.wait_ms = o->wait_ms;
+    b->cfg.batch = o->batch;
+    b->cfg.inflight = o->inflight;
+    b->cfg.durable = o->durable;
     b->per_producer = o->tasks / o->producers + 1;
     b->put_map = xcalloc(o->producers, sizeof(*b->put_map));
     b->done_map = xcalloc(o->producers, sizeof(*b->done_map));

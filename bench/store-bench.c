@@ -22,6 +22,7 @@
 
 #include "cmd.h"
 #include "fsm.h"
+#include "fsync_floor.h"
 #include "store.h"
 
 typedef struct opts {
@@ -192,36 +193,6 @@ static void run(const opts *o, bool nosync, uint64_t tasks)
     nftw(tmpl, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* The disk's fsync floor: 4 KiB write + fdatasync, 500 times, in dir.
- * Durable figures are read against it. */
-static void fsync_floor(const char *dir)
-{
-    char path[4096], block[4096];
-    double t0, per;
-    int fd, i, n = 500;
-
-    snprintf(path, sizeof(path), "%s/store-bench.fsync.XXXXXX", dir);
-    fd = mkstemp(path);
-    if (fd < 0) {
-        fprintf(stderr, "store-bench: fsync floor: %s\n", strerror(errno));
-        return;
-    }
-    memset(block, 'f', sizeof(block));
-    t0 = now_s();
-    for (i = 0; i < n; i++) {
-        if (pwrite(fd, block, sizeof(block), 0) != (ssize_t)sizeof(block) ||
-            fdatasync(fd) != 0) {
-            fprintf(stderr, "store-bench: fsync floor: %s\n", strerror(errno));
-            break;
-        }
-    }
-    per = (now_s() - t0) / (i > 0 ? i : 1);
-    close(fd);
-    unlink(path);
-    printf("fsync floor: %.3f ms per 4 KiB write + fdatasync (%.0f/s) in %s\n",
-           per * 1000, 1 / per, dir);
-}
-
 static uint64_t parse_u64(const char *flag, const char *v, uint64_t min,
                           uint64_t max)
 {
@@ -275,7 +246,7 @@ int main(int argc, char **argv)
     printf("store-bench: %u-byte payloads, one command per batch of %u, "
            "data in %s\n",
            o.payload, o.batch, o.dir);
-    fsync_floor(o.dir);
+    fsync_floor_print("store-bench", o.dir);
     run(&o, true, o.tasks);
     if (o.durable_tasks > 0)
         run(&o, false, o.durable_tasks);

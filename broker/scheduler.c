@@ -281,6 +281,26 @@ static void wake_ready(sched *sc)
     wait_timer_arm(sc);
 }
 
+void sched_kick(sched *sc, cq_bytes queue, size_t n)
+{
+    sched_wq *q;
+
+    if (!sc->leader || sc->closing)
+        return;
+    for (q = sc->queues; q != NULL; q = q->next)
+        if (cq_bytes_eq(cq_bytes_of(q->name, q->name_len), queue))
+            break;
+    /* Unlink before waking: a woken waiter may line up again at once. */
+    while (q != NULL && n > 0 && q->head != NULL) {
+        sched_waiter *w = q->head;
+
+        unlink_waiter(sc, w);
+        n--;
+        w->wake(w, false);
+    }
+    wait_timer_arm(sc);
+}
+
 /* Wakes every waiter: as timed out (closing), or to try again (leadership
  * lost: the retry finds out where the leader is and says so). */
 static void wake_all(sched *sc, bool timed_out)

@@ -50,6 +50,14 @@ int sched_wait(sched *sc, cq_bytes queue, sched_waiter *w, uint64_t wait_ms,
 /* Unregisters a waiter without calling it. A no-op if not registered. */
 void sched_cancel(sched *sc, sched_waiter *w);
 
+/* On the leader: wakes up to n waiters of queue now (FIFO), because tasks
+ * for them were just submitted in this loop turn. Their leases are then
+ * submitted in the same turn, so they go into the same log entry as the
+ * put and share its fsync, instead of waiting for the put's apply and
+ * costing an entry of their own. A waiter that finds nothing lines up
+ * again at the front. */
+void sched_kick(sched *sc, cq_bytes queue, size_t n);
+
 /* repl hooks: entries were applied; leadership changed. */
 void sched_on_applied(sched *sc);
 void sched_on_role(sched *sc, bool leader);

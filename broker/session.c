@@ -662,14 +662,16 @@ void sess_reports_sum(server *srv, cq_bytes queue, uint32_t *workers,
     }
 }
 
-/* Proposes ops for request q; on failure answers at once and frees q. */
-static void submit(req *q, const cmd_op *ops, size_t n, repl_cb cb)
+/* Proposes ops for request q; on failure answers at once, frees q and
+ * returns the error. */
+static int submit(req *q, const cmd_op *ops, size_t n, repl_cb cb)
 {
     int rc = repl_submit(q->c->srv->r, ops, n, cb, q);
     if (rc != 0) {
         reply_status(q->c, q->id, rc, NULL);
         req_free(q);
     }
+    return rc;
 }
 
 /* Common start of a write request. */
@@ -1258,7 +1260,7 @@ static void on_put(sess *c, uint64_t id, const Clawq__PutRequest *p)
 {
     cmd_op *ops;
     cq_buf hdr;
-    size_t *hdr_off, *hdr_len, i;
+    size_t *hdr_off, *hdr_len, i, ready = 0;
     uint64_t now;
     req *q;
     int rc = 0;
@@ -1327,8 +1329,11 @@ static void on_put(sess *c, uint64_t id, const Clawq__PutRequest *p)
             o->idem_key = cq_bytes_str(t->idempotency_key);
         if (hdr_len[i] > 0)
             o->headers = cq_bytes_of(hdr.ptr + hdr_off[i], hdr_len[i]);
+        if (o->run_at_ms == 0)
+            ready++;
     }
-    submit(q, ops, p->n_tasks, batch_done);
+    if (submit(q, ops, p->n_tasks, batch_done) == 0 && ready > 0)
+        sched_kick(c->srv->sc, cq_bytes_str(p->queue), ready);
 done:
     cq_buf_fini(&hdr);
     free(ops);

@@ -360,6 +360,7 @@ struct producer {
     uint32_t delay_ms;
     uint64_t put_start_ms, put_done_ms;
     int rc;
+    uint64_t applied_before; /* the broker's applied index before the put */
 };
 
 static void *producer_main(void *arg)
@@ -376,6 +377,11 @@ static void *producer_main(void *arg)
     if (p->rc != 0)
         return NULL;
     th_sleep_ms(p->delay_ms);
+    {
+        clawq_cluster_status st;
+        if (clawq_cluster_status_get(c, 0, &st) == 0)
+            p->applied_before = st.applied_index;
+    }
     clawq_put_task_init(&t);
     t.payload = "wake";
     t.payload_len = 4;
@@ -388,7 +394,8 @@ static void *producer_main(void *arg)
 
 START_TEST(test_long_poll_wakes_on_put)
 {
-    struct producer p = {B, 300, 0, 0, -1};
+    struct producer p = {B, 300, 0, 0, -1, 0};
+    clawq_cluster_status st;
     pthread_t th;
     clawq_task *t = NULL;
     size_t n = 0;
@@ -416,6 +423,11 @@ START_TEST(test_long_poll_wakes_on_put)
     ck_assert_uint_ge(t1, p.put_start_ms);
     ck_assert_uint_lt(latency, 200);
     clawq_tasks_free(t);
+    /* The waiter's lease went into the put's own log entry (one entry,
+     * one fsync), not into an entry after the put's apply. */
+    th_assert_ok(C, clawq_cluster_status_get(C, 0, &st));
+    ck_assert_uint_ne(p.applied_before, 0);
+    ck_assert_uint_eq(st.applied_index, p.applied_before + 1);
 }
 END_TEST
 
