@@ -808,6 +808,11 @@ static void serve_metrics(http_conn *c, bool head_only)
            "InstallSnapshot workaround).");
     out_printf(&o, "clawq_raft_messages_held_total %" PRIu64 "\n",
                ri.messages_held);
+    family(&o, "clawq_raft_installs_dropped_total", "counter",
+           "InstallSnapshot resends dropped while a snapshot was being "
+           "installed.");
+    out_printf(&o, "clawq_raft_installs_dropped_total %" PRIu64 "\n",
+               ri.installs_dropped);
 
     rss = resident_bytes();
     if (rss >= 0) {

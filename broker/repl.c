@@ -108,6 +108,8 @@ struct repl {
                            raft_io_snapshot_put_cb);
     raft_io_recv_cb recv;
     struct put_wrap *puts; /* local snapshot writes in flight */
+    unsigned installs;     /* received snapshots being written */
+    uint64_t dropped_installs;
     struct held_msg *held_head, *held_tail;
     uv_timer_t release;
     uint64_t held_total;
@@ -277,6 +279,9 @@ static void flush(repl *r)
         if (!r->raft_leader && !r->closing && !leader_elsewhere(r) &&
             uv_now(r->loop) - e->created < r->hold_ms)
             return; /* no leader yet (starting, electing): keep it */
+        if (r->raft_leader && !r->closing && raft_transferee(&r->raft) != 0 &&
+            uv_now(r->loop) - e->created < r->hold_ms)
+            return; /* handing over (a few ms): then here or there */
         r->open_head = e->next;
         if (r->open_head == NULL)
             r->open_tail = NULL;
@@ -302,9 +307,12 @@ static void flush(repl *r)
         cmd_writer_fini(&e->w);
         rc = raft_apply(&r->raft, &e->req, &buf, 1, apply_done);
         if (rc != 0) {
-            /* 0.22 frees the buffer on some failures and not on others:
-             * leak it rather than risk a double free (this path means a
-             * bug or a dying node). */
+            /* 0.22.1 refuses NOTLEADER (a transfer began) and NOSPACE
+             * before it takes the buffer (ClientSubmit); after that point
+             * ownership is unclear: leak it rather than risk a double
+             * free (a bug or a dying node). */
+            if (rc == RAFT_NOTLEADER || rc == RAFT_NOSPACE)
+                raft_free(buf.base);
             LOG(LOG_WARN, "repl.propose_failed", "status=%s errmsg=\"%s\"",
                 raft_strerror(rc), raft_errmsg(&r->raft));
             entry_fail(e, rc == RAFT_NOTLEADER ? CLAWQ_ENOT_LEADER
@@ -355,6 +363,8 @@ static repl *repl_of_io(struct raft_io *io)
     return raft->data;
 }
 
+static bool install_dropped(repl *r, struct raft_message *m);
+
 static void release_held(uv_timer_t *t)
 {
     repl *r = t->data;
@@ -364,16 +374,67 @@ static void release_held(uv_timer_t *t)
         r->held_head = h->next;
         if (r->held_head == NULL)
             r->held_tail = NULL;
-        r->recv(&r->io, &h->m);
+        /* The first held InstallSnapshot may start an install: the
+         * resends held behind it are dropped then. */
+        if (!install_dropped(r, &h->m))
+            r->recv(&r->io, &h->m);
         free(h->address);
         free(h);
     }
+}
+
+/* Frees what a received message owns, as libraft does for messages it
+ * drops (legacy.c recvCb while closing). */
+static void message_free(struct raft_message *m)
+{
+    size_t i;
+    void *batch = NULL;
+
+    switch (m->type) {
+    case RAFT_APPEND_ENTRIES:
+        for (i = 0; i < m->append_entries.n_entries; i++) {
+            if (m->append_entries.entries[i].batch != batch) {
+                batch = m->append_entries.entries[i].batch;
+                raft_free(batch);
+            }
+        }
+        raft_free(m->append_entries.entries);
+        break;
+    case RAFT_INSTALL_SNAPSHOT:
+        raft_configuration_close(&m->install_snapshot.conf);
+        raft_free(m->install_snapshot.data.base);
+        break;
+    default:
+        break;
+    }
+}
+
+/* 0.22.1 ignores an InstallSnapshot that comes while it installs one
+ * (the leader resends after install_snapshot_timeout) but never frees it:
+ * one leaked snapshot per resend (replication.c, "already taking or
+ * installing snapshot"). Such a message is dropped here, and freed. The
+ * test is libraft's own (snapshot.installing, in raft.h) or-ed with our
+ * count of install writes in flight. Returns true when m was dropped. */
+static bool install_dropped(repl *r, struct raft_message *m)
+{
+    if (m->type != RAFT_INSTALL_SNAPSHOT ||
+        (r->installs == 0 && !r->raft.snapshot.installing))
+        return false;
+    r->dropped_installs++;
+    LOG(LOG_INFO, "repl.install_dropped", "from=%llu index=%llu",
+        (unsigned long long)m->server_id,
+        (unsigned long long)m->install_snapshot.last_index);
+    message_free(m);
+    return true;
 }
 
 static void io_recv(struct raft_io *io, struct raft_message *m)
 {
     repl *r = repl_of_io(io);
     held_msg *h;
+
+    if (install_dropped(r, m))
+        return;
 
     /* Hand on only when nothing is held (order!) and either no local
      * snapshot write is in flight or this is not an InstallSnapshot. */
@@ -458,6 +519,19 @@ static void io_put_done(struct raft_io_snapshot_put *req, int status)
     put_complete(w);
 }
 
+/* An install (a received snapshot) was written: libraft's callback
+ * first, which ends its install, then the count. */
+static void io_install_done(struct raft_io_snapshot_put *req, int status)
+{
+    put_wrap *w = req->data;
+    repl *r = w->r;
+
+    req->data = w->data;
+    w->cb(req, status);
+    r->installs--;
+    free(w);
+}
+
 static int io_snapshot_put(struct raft_io *io, unsigned trailing,
                            struct raft_io_snapshot_put *req,
                            const struct raft_snapshot *snapshot,
@@ -467,8 +541,23 @@ static int io_snapshot_put(struct raft_io *io, unsigned trailing,
     put_wrap *w;
     int rc;
 
-    if (trailing == 0) /* installing a received snapshot: not ours */
-        return r->io_snapshot_put(io, trailing, req, snapshot, cb);
+    if (trailing == 0) { /* installing a received snapshot */
+        w = calloc(1, sizeof(*w));
+        if (w == NULL)
+            return RAFT_NOMEM;
+        w->r = r;
+        w->cb = cb;
+        w->data = req->data;
+        req->data = w;
+        rc = r->io_snapshot_put(io, trailing, req, snapshot, io_install_done);
+        if (rc != 0) {
+            req->data = w->data;
+            free(w);
+            return rc;
+        }
+        r->installs++;
+        return 0;
+    }
     w = calloc(1, sizeof(*w));
     if (w == NULL)
         return RAFT_NOMEM;
@@ -1055,6 +1144,7 @@ void repl_get_info(repl *r, repl_info *out)
     out->snapshots_taken = r->snapshots;
     out->last_snapshot_ms = r->last_snapshot_ms;
     out->messages_held = r->held_total;
+    out->installs_dropped = r->dropped_installs;
 }
 
 static void handle_closed(uv_handle_t *h)
@@ -1087,11 +1177,11 @@ static void raft_closed(struct raft *raft)
         entry_fail(e, CLAWQ_ESHUTTING_DOWN);
     }
     r->flight_tail = NULL;
-    /* Messages still held are dropped; their buffers go with the
-     * process. */
+    /* Messages still held are dropped, with what they own. */
     while (r->held_head != NULL) {
         held_msg *h = r->held_head;
         r->held_head = h->next;
+        message_free(&h->m);
         free(h->address);
         free(h);
     }

@@ -83,6 +83,8 @@ typedef struct repl_info {
                                   blocked the loop */
     uint64_t messages_held;    /* held behind a local snapshot write (the
                                   0.22.1 InstallSnapshot workaround) */
+    uint64_t installs_dropped; /* InstallSnapshot resends dropped while one
+                                  was being installed (0.22.1 leaks them) */
 } repl_info;
 
 /* Starts Raft on `loop` over store `s`: bootstraps a one-voter cluster in a
