@@ -252,7 +252,9 @@ static void err_at(thread_stats *s, uint64_t t)
         s->first_err_ms = t;
 }
 
-static int connect_retry(const checker *k, const char *servers, bool no_follow,
+/* Connects a handle to servers, retrying for up to for_ms (0: one try);
+ * prints the reason on failure. */
+static int connect_retry(const char *servers, bool no_follow,
                          uint32_t request_timeout_ms, uint32_t for_ms,
                          clawq_client **out)
 {
@@ -266,7 +268,6 @@ static int connect_retry(const checker *k, const char *servers, bool no_follow,
     o.request_timeout_ms = request_timeout_ms;
     o.client_name = "checker";
     o.no_follow = no_follow;
-    (void)k;
     for (;;) {
         rc = clawq_connect2(servers, &o, out, err, sizeof(err));
         if (rc == 0 || now_ms() >= end)
@@ -296,6 +297,8 @@ static void wait_pause(worker *w)
     w->st.last_ok_ms = now_ms();
 }
 
+/* A producer thread: puts keyed tasks one at a time until stop_put,
+ * re-sending each with its key until acknowledged or give_up_ms. */
 static void *producer_main(void *arg)
 {
     worker *w = arg;
@@ -443,6 +446,8 @@ static void record_acks(checker *k, const clawq_task *tasks, size_t n,
     pthread_mutex_unlock(&k->mu);
 }
 
+/* A consumer thread: pulls, records the deliveries and acks each pull in
+ * one batch, until stop_pull. */
 static void *consumer_main(void *arg)
 {
     worker *w = arg;
@@ -499,6 +504,8 @@ static void *consumer_main(void *arg)
     return NULL;
 }
 
+/* The longest gap between two acknowledged requests of any producer (or
+ * consumer) thread; *who and *end say which thread and when it ended. */
 static uint64_t max_gap(const checker *k, bool producers, int *who,
                         uint64_t *end)
 {
@@ -516,6 +523,7 @@ static uint64_t max_gap(const checker *k, bool producers, int *who,
     return m;
 }
 
+/* Rewrites --status-file (atomically, by rename) with the counters. */
 static void write_status(checker *k, const char *phase)
 {
     char tmp[4096];
@@ -645,6 +653,8 @@ static bool stop_requested(const checker *k, uint64_t start)
     return now_ms() - start >= (uint64_t)k->o.duration_s * 1000;
 }
 
+/* The load mode: runs the threads until the stop file or --duration,
+ * drains, verifies the record and prints the summary. 0 = pass. */
 static int run_load(checker *k)
 {
     uint32_t n = k->o.producers + k->o.consumers;
@@ -658,7 +668,7 @@ static int run_load(checker *k)
     k->tables = xcalloc(k->o.producers, sizeof(*k->tables));
     k->workers = xcalloc(n, sizeof(*k->workers));
     pthread_mutex_init(&k->mu, NULL);
-    if (connect_retry(k, k->o.servers, false, k->o.request_timeout_ms, 30000,
+    if (connect_retry(k->o.servers, false, k->o.request_timeout_ms, 30000,
                       &mon) != 0)
         return 1;
     for (uint32_t i = 0; i < n; i++) {
@@ -666,8 +676,8 @@ static int run_load(checker *k)
         w->k = k;
         w->producer = i < k->o.producers;
         w->index = w->producer ? i : i - k->o.producers;
-        if (connect_retry(k, k->o.servers, false, k->o.request_timeout_ms,
-                          30000, &w->c) != 0)
+        if (connect_retry(k->o.servers, false, k->o.request_timeout_ms, 30000,
+                          &w->c) != 0)
             goto close_handles;
     }
     k->t0_ms = now_ms();
@@ -797,6 +807,8 @@ close_handles:
 
 /* ---- small modes ---- */
 
+/* Prints the leader as the given endpoints see it (polls up to
+ * --timeout-ms until one is known). */
 static int run_leader(checker *k)
 {
     uint64_t end = now_ms() + k->o.timeout_ms;
@@ -833,6 +845,7 @@ static int run_leader(checker *k)
     return 1;
 }
 
+/* One put of --key; prints its status. 0 only when acknowledged. */
 static int run_put(checker *k)
 {
     clawq_client *c = NULL;
@@ -840,7 +853,7 @@ static int run_put(checker *k)
     uint64_t id = 0, start;
     int rc;
 
-    rc = connect_retry(k, k->o.servers, k->o.no_follow, k->o.timeout_ms, 0, &c);
+    rc = connect_retry(k->o.servers, k->o.no_follow, k->o.timeout_ms, 0, &c);
     if (rc != 0) {
         printf("status=%s ms=0\n", clawq_err_name(rc));
         return 1;
@@ -857,6 +870,8 @@ static int run_put(checker *k)
     return rc == 0 ? 0 : 1;
 }
 
+/* Kills --pid (the leader the handle is connected to) and prints the
+ * time until the next put is acknowledged. */
 static int run_failover(checker *k)
 {
     clawq_client *c = NULL;
@@ -866,7 +881,7 @@ static int run_failover(checker *k)
     uint64_t id, t0, end;
     int rc, attempts = 0, first_err = 0;
 
-    if (connect_retry(k, k->o.servers, false, k->o.timeout_ms, 10000, &c))
+    if (connect_retry(k->o.servers, false, k->o.timeout_ms, 10000, &c))
         return 1;
     snprintf(key, sizeof(key), "fo%u-warm", k->run);
     clawq_put_task_init(&t);
@@ -937,7 +952,7 @@ static int run_digest(checker *k)
 
         for (size_t i = 0; i < n; i++) {
             if (cs[i] == NULL &&
-                connect_retry(k, eps[i], true, 2000, 0, &cs[i]) != 0) {
+                connect_retry(eps[i], true, 2000, 0, &cs[i]) != 0) {
                 rcs[i] = CLAWQ_ECONN_LOST;
                 continue;
             }
