@@ -928,9 +928,10 @@ static void on_check(uv_check_t *h)
         /* The hook may have submitted more (a tick, a woken puller). */
         flush(r);
     }
-    /* Nothing proposable left: let the loop sleep (Raft's own timers
-     * wake it to retry held batches). */
-    if ((r->open_head == NULL || !r->raft_leader) &&
+    /* Nothing proposable left (or held: no leader, a transfer): let the
+     * loop sleep; Raft's own timers and messages wake it to retry. */
+    if ((r->open_head == NULL || !r->raft_leader ||
+         raft_transferee(&r->raft) != 0) &&
         uv_is_active((uv_handle_t *)&r->idle))
         uv_idle_stop(&r->idle);
 }
