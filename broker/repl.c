@@ -338,7 +338,11 @@ static void flush(repl *r)
  * a local snapshot write (snapshot_put with trailing != 0) is in flight, an
  * incoming InstallSnapshot, and every message after it to keep the stream
  * in order, is held; once the write's callback has returned, the held
- * messages are handed on in order from a 0 ms timer. */
+ * messages are handed on in order from a 0 ms timer.
+ *
+ * The same wrapper counts installs (snapshot_put with trailing == 0) in
+ * flight: an InstallSnapshot resend that comes during one, which 0.22.1
+ * would ignore and leak, is dropped and freed (install_dropped). */
 
 typedef struct put_wrap {
     repl *r;
@@ -538,38 +542,27 @@ static int io_snapshot_put(struct raft_io *io, unsigned trailing,
                            raft_io_snapshot_put_cb cb)
 {
     repl *r = repl_of_io(io);
-    put_wrap *w;
+    /* trailing == 0: installing a received snapshot; else our own. */
+    raft_io_snapshot_put_cb done =
+        trailing == 0 ? io_install_done : io_put_done;
+    put_wrap *w = calloc(1, sizeof(*w));
     int rc;
 
-    if (trailing == 0) { /* installing a received snapshot */
-        w = calloc(1, sizeof(*w));
-        if (w == NULL)
-            return RAFT_NOMEM;
-        w->r = r;
-        w->cb = cb;
-        w->data = req->data;
-        req->data = w;
-        rc = r->io_snapshot_put(io, trailing, req, snapshot, io_install_done);
-        if (rc != 0) {
-            req->data = w->data;
-            free(w);
-            return rc;
-        }
-        r->installs++;
-        return 0;
-    }
-    w = calloc(1, sizeof(*w));
     if (w == NULL)
         return RAFT_NOMEM;
     w->r = r;
     w->cb = cb;
     w->data = req->data;
     req->data = w;
-    rc = r->io_snapshot_put(io, trailing, req, snapshot, io_put_done);
+    rc = r->io_snapshot_put(io, trailing, req, snapshot, done);
     if (rc != 0) {
         req->data = w->data;
         free(w);
         return rc;
+    }
+    if (trailing == 0) {
+        r->installs++;
+        return 0;
     }
     w->next = r->puts;
     r->puts = w;
