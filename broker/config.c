@@ -128,7 +128,13 @@ static const opt opts[] = {
      "Raft heartbeat interval; less than --election-timeout"},
     {"snapshot-threshold", OPT_UINT, FIELD(snapshot_threshold), "8192", 1,
      UINT64_C(1) << 30, "entries", NULL,
-     "Raft log entries between two snapshots"},
+     "Raft log entries between two snapshots, at least (see "
+     "--snapshot-log-size)"},
+    {"snapshot-log-size", OPT_SIZE, FIELD(snapshot_log_size), "64M", 0,
+     16 * GiB, "bytes", NULL,
+     "when log entries are small, snapshot only every this many bytes of "
+     "log (the threshold grows up to 1M entries; each snapshot briefly "
+     "stalls appends); 0 = every --snapshot-threshold entries"},
     {"snapshot-trailing", OPT_UINT, FIELD(snapshot_trailing), "16384", 1,
      UINT64_C(1) << 30, "entries", NULL,
      "Raft log entries kept after a snapshot, for slow followers"},

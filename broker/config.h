@@ -59,7 +59,8 @@ typedef struct config {
                                      the broker stops reading from it */
     uint64_t election_timeout_ms; /* Raft */
     uint64_t heartbeat_timeout_ms;
-    uint32_t snapshot_threshold; /* Raft entries between snapshots */
+    uint32_t snapshot_threshold; /* Raft entries between snapshots, min */
+    size_t snapshot_log_size;    /* log bytes between snapshots, target */
     uint32_t snapshot_trailing;  /* Raft entries kept after a snapshot */
     size_t map_size;             /* initial LMDB map bytes */
     size_t map_max;              /* the LMDB map never grows past this */

@@ -358,6 +358,7 @@ int main(int argc, char **argv)
     ro.election_ms = (unsigned)d.cfg.election_timeout_ms;
     ro.heartbeat_ms = (unsigned)d.cfg.heartbeat_timeout_ms;
     ro.snapshot_threshold = d.cfg.snapshot_threshold;
+    ro.snapshot_log_size = d.cfg.snapshot_log_size;
     ro.snapshot_trailing = d.cfg.snapshot_trailing;
     ro.members = members;
     ro.n_members = (size_t)n_members;

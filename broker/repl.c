@@ -114,6 +114,11 @@ struct repl {
     uv_timer_t release;
     uint64_t held_total;
     uint64_t snapshot_delay_ms; /* CLAWQ_TEST_SNAPSHOT_DELAY_MS (tests) */
+    /* Snapshot spacing (snapshot_tune): threshold in entries, its floor,
+     * the log bytes wanted between snapshots, the mean entry size. */
+    unsigned snap_threshold, snap_min;
+    uint64_t snap_log_size;
+    double entry_mean;
 };
 
 static uint64_t wall_ms(void)
@@ -602,9 +607,45 @@ static int fsm_cb_apply(struct raft_fsm *f, const struct raft_buffer *buf,
     }
     if (res->now_ms > r->last_now)
         r->last_now = res->now_ms;
+    /* A moving mean over the last few hundred entries. */
+    r->entry_mean =
+        r->entry_mean == 0
+            ? (double)buf->len
+            : r->entry_mean + ((double)buf->len - r->entry_mean) / 256.0;
     r->applied_dirty = true;
     *result = NULL;
     return 0;
+}
+
+/* Each snapshot closes the open log segment and briefly stalls appends
+ * (tens of ms with the uv backend), so with small entries (one task each
+ * at light load) a fixed entry count would snapshot every few seconds for
+ * a few MB of log. The threshold follows the mean entry size so that a
+ * snapshot comes every snap_log_size bytes of log, never below the
+ * configured entry count. Runs in the check handle; libraft reads the
+ * threshold on every commit. */
+static void snapshot_tune(repl *r)
+{
+    double want;
+    unsigned n;
+
+    if (r->snap_log_size == 0 || r->entry_mean < 1)
+        return;
+    want = (double)r->snap_log_size / r->entry_mean;
+    n = want < r->snap_min                 ? r->snap_min
+        : want > REPL_SNAPSHOT_MAX_ENTRIES ? REPL_SNAPSHOT_MAX_ENTRIES
+                                           : (unsigned)want;
+    if (n < r->snap_min)
+        n = r->snap_min;
+    /* Only a change of a quarter or more: no churn. */
+    if ((uint64_t)n * 4 < (uint64_t)r->snap_threshold * 3 ||
+        (uint64_t)n * 3 > (uint64_t)r->snap_threshold * 4 ||
+        (n == r->snap_min && r->snap_threshold != n)) {
+        raft_set_snapshot_threshold(&r->raft, n);
+        LOG(LOG_INFO, "repl.snapshot_threshold",
+            "entries=%u mean_entry_bytes=%.0f", n, r->entry_mean);
+        r->snap_threshold = n;
+    }
 }
 
 static int fsm_cb_snapshot(struct raft_fsm *f, struct raft_buffer *bufs[],
@@ -916,6 +957,7 @@ static void on_check(uv_check_t *h)
     flush(r);
     if (r->applied_dirty) {
         r->applied_dirty = false;
+        snapshot_tune(r);
         if (r->hooks.applied != NULL)
             r->hooks.applied(r->hooks.arg);
         /* The hook may have submitted more (a tick, a woken puller). */
@@ -983,6 +1025,8 @@ int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
     raft_set_pre_vote(&r->raft, true);
     raft_set_install_snapshot_timeout(&r->raft, 5000);
     raft_set_snapshot_threshold(&r->raft, o->snapshot_threshold);
+    r->snap_threshold = r->snap_min = o->snapshot_threshold;
+    r->snap_log_size = o->snapshot_log_size;
     raft_set_snapshot_trailing(&r->raft, o->snapshot_trailing);
     raft_set_max_inflight_entries(&r->raft, 1024);
 

@@ -37,6 +37,7 @@ typedef void (*repl_cb)(void *arg, int status, const fsm_result *res,
                         size_t first_op, size_t n_ops);
 
 #define REPL_MAX_MEMBERS 9
+#define REPL_SNAPSHOT_MAX_ENTRIES (1u << 20)
 
 typedef struct repl_member {
     uint32_t id;
@@ -49,8 +50,11 @@ typedef struct repl_opts {
     const char *dir;       /* data directory: raft segments + LMDB */
     unsigned election_ms;
     unsigned heartbeat_ms;
-    unsigned snapshot_threshold;
+    unsigned snapshot_threshold; /* entries between snapshots, at least */
     unsigned snapshot_trailing;
+    /* Log bytes between snapshots: the threshold follows the average
+     * entry size up to this (at most REPL_SNAPSHOT_MAX_ENTRIES); 0 = off. */
+    uint64_t snapshot_log_size;
     /* The voters a fresh directory is bootstrapped with (this node among
      * them); none = this node alone. */
     const repl_member *members;

@@ -659,6 +659,41 @@ START_TEST(test_sigterm_with_idle_connection)
 }
 END_TEST
 
+/* Snapshot spacing follows the entry size: with --snapshot-threshold 64,
+ * 200 one-task entries take snapshots when the log-size target is off
+ * (--snapshot-log-size 0) and none with the default 64M (the threshold
+ * grows to 64M of log). */
+START_TEST(test_snapshot_spacing)
+{
+    static const char *const sizes[] = {"0", "64M"};
+
+    for (size_t k = 0; k < 2; k++) {
+        th_broker *b = th_broker_start("--snapshot-threshold", "64",
+                                       "--snapshot-log-size", sizes[k], NULL);
+        clawq_client *c = th_connect(b);
+        clawq_put_task t;
+        uint64_t id;
+        double snaps;
+        resp r;
+
+        clawq_put_task_init(&t);
+        t.payload = "x";
+        t.payload_len = 1;
+        for (int i = 0; i < 200; i++)
+            th_assert_ok(c, clawq_put(c, "snap", &t, &id, NULL));
+        http_get(b, "/metrics", &r);
+        snaps = prom_value(r.body, "clawq_raft_snapshots_total");
+        if (k == 0)
+            ck_assert_msg(snaps >= 2, "log size off: %.0f snapshots", snaps);
+        else
+            ck_assert_msg(snaps == 0, "log size 64M: %.0f snapshots", snaps);
+        resp_fini(&r);
+        clawq_close(c);
+        th_broker_free(b);
+    }
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -673,6 +708,7 @@ static Suite *http_suite(void)
         {"oversized_head", test_oversized_head},
         {"keep_alive", test_keep_alive},
         {"sigterm_with_idle_connection", test_sigterm_with_idle_connection},
+        {"snapshot_spacing", test_snapshot_spacing},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
