@@ -1,8 +1,8 @@
 /* main.c: clawqd, one broker node. Reads the configuration (config.h),
  * opens the store, starts Raft, the scheduler and the client listener on
- * one libuv loop, and shuts down gracefully on SIGTERM / SIGINT: stop
- * accepting, answer everything outstanding, close Raft, close the store,
- * exit 0. */
+ * one libuv loop, and shuts down gracefully on SIGTERM / SIGINT: hand
+ * leadership over (a cluster's leader), stop accepting, answer everything
+ * outstanding, close Raft, close the store, exit 0. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -222,7 +222,8 @@ static void begin_drain(daemon_ctx *d)
     d->draining = true;
     uv_timer_stop(&d->transfer_wait);
     uv_timer_stop(&d->transfer_retry);
-    /* Waiting pullers are answered now (empty); then the drain. */
+    /* Waiting pullers are answered now (sent to the new leader when
+     * there is one, else empty); then the drain. */
     d->srv.shutting_down = true;
     sched_on_role(d->sc, false);
     if (d->scaler != NULL) {
