@@ -133,7 +133,8 @@ static const opt opts[] = {
     {"snapshot-log-size", OPT_SIZE, FIELD(snapshot_log_size), "64M", 0,
      16 * GiB, "bytes", NULL,
      "when log entries are small, snapshot only every this many bytes of "
-     "log (the threshold grows up to 1M entries; each snapshot briefly "
+     "log (the threshold grows up to 65536 entries, which bounds the replay "
+     "at a restart; each snapshot briefly "
      "stalls appends); 0 = every --snapshot-threshold entries"},
     {"snapshot-trailing", OPT_UINT, FIELD(snapshot_trailing), "16384", 1,
      UINT64_C(1) << 30, "entries", NULL,

@@ -637,12 +637,13 @@ static void snapshot_tune(repl *r)
                                            : (unsigned)want;
     if (n < r->snap_min)
         n = r->snap_min;
-    /* Only a change of a quarter or more: no churn. */
-    if ((uint64_t)n * 4 < (uint64_t)r->snap_threshold * 3 ||
-        (uint64_t)n * 3 > (uint64_t)r->snap_threshold * 4 ||
-        (n == r->snap_min && r->snap_threshold != n)) {
+    /* Only a change by half or double, or onto a bound: no churn. */
+    if ((uint64_t)n * 2 <= r->snap_threshold ||
+        (uint64_t)n >= (uint64_t)r->snap_threshold * 2 ||
+        ((n == r->snap_min || n == REPL_SNAPSHOT_MAX_ENTRIES) &&
+         r->snap_threshold != n)) {
         raft_set_snapshot_threshold(&r->raft, n);
-        LOG(LOG_INFO, "repl.snapshot_threshold",
+        LOG(LOG_DEBUG, "repl.snapshot_threshold",
             "entries=%u mean_entry_bytes=%.0f", n, r->entry_mean);
         r->snap_threshold = n;
     }

@@ -37,7 +37,8 @@ typedef void (*repl_cb)(void *arg, int status, const fsm_result *res,
                         size_t first_op, size_t n_ops);
 
 #define REPL_MAX_MEMBERS 9
-#define REPL_SNAPSHOT_MAX_ENTRIES (1u << 20)
+/* A restart replays the log after the last snapshot: keep it short. */
+#define REPL_SNAPSHOT_MAX_ENTRIES (1u << 16)
 
 typedef struct repl_member {
     uint32_t id;
