@@ -139,6 +139,11 @@ static const opt opts[] = {
     {"snapshot-trailing", OPT_UINT, FIELD(snapshot_trailing), "16384", 1,
      UINT64_C(1) << 30, "entries", NULL,
      "Raft log entries kept after a snapshot, for slow followers"},
+    {"log-prezero", OPT_BOOL, FIELD(log_prezero), "true", 0, 1, NULL, NULL,
+     "write zeros over each Raft log segment when it is created, so that "
+     "log writes are direct, non-blocking overwrites (8 MiB per segment, "
+     "ahead of use); false = unwritten preallocation, and each log write "
+     "takes a detour through a thread"},
     {"map-size", OPT_SIZE, FIELD(map_size), "1G", MiB, TiB, "bytes", NULL,
      "initial LMDB map size; the map doubles when full"},
     {"map-max", OPT_SIZE, FIELD(map_max), "64G", MiB, 16 * TiB, "bytes", NULL,

@@ -20,6 +20,7 @@
 #ifndef CLAWQ_CONFIG_H
 #define CLAWQ_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -62,6 +63,7 @@ typedef struct config {
     uint32_t snapshot_threshold; /* Raft entries between snapshots, min */
     size_t snapshot_log_size;    /* log bytes between snapshots, target */
     uint32_t snapshot_trailing;  /* Raft entries kept after a snapshot */
+    bool log_prezero;            /* zero-fill new Raft log segments */
     size_t map_size;             /* initial LMDB map bytes */
     size_t map_max;              /* the LMDB map never grows past this */
 } config;

@@ -32,6 +32,7 @@
 #include "config.h"
 #include "fsm.h"
 #include "log.h"
+#include "logzero.h"
 #include "net.h"
 #include "util.h"
 
@@ -682,6 +683,7 @@ static void serve_metrics(http_conn *c, bool head_only)
     fsm_queue_stats *qs = NULL;
     size_t n = 0, i, f;
     repl_info ri;
+    logzero_stats lz;
     uint64_t now = repl_now_ms(srv->r);
     long long rss;
     obuf o;
@@ -813,6 +815,16 @@ static void serve_metrics(http_conn *c, bool head_only)
            "installed.");
     out_printf(&o, "clawq_raft_installs_dropped_total %" PRIu64 "\n",
                ri.installs_dropped);
+    logzero_get_stats(&lz);
+    family(&o, "clawq_raft_log_prezeroed_segments_total", "counter",
+           "Raft log files zero-filled when created (--log-prezero).");
+    out_printf(&o, "clawq_raft_log_prezeroed_segments_total %" PRIu64 "\n",
+               lz.files);
+    family(&o, "clawq_raft_log_prezero_skipped_total", "counter",
+           "Raft log files left as allocated: the file system refused "
+           "direct I/O, so log writes go through a thread.");
+    out_printf(&o, "clawq_raft_log_prezero_skipped_total %" PRIu64 "\n",
+               lz.skipped);
 
     rss = resident_bytes();
     if (rss >= 0) {

@@ -15,6 +15,7 @@
 #include "http.h"
 #include "join.h"
 #include "log.h"
+#include "logzero.h"
 #include "net.h"
 #include "repl.h"
 #include "scaler.h"
@@ -352,6 +353,11 @@ int main(int argc, char **argv)
 
     d.loop = uv_default_loop();
     snprintf(path, sizeof(path), "%s/raft", d.cfg.data);
+    if (d.cfg.log_prezero && logzero_enable(path) != 0) {
+        LOG(LOG_ERROR, "clawqd.log_prezero", "dir=%s error=\"%s\"", path,
+            strerror(errno));
+        return 1;
+    }
     memset(&ro, 0, sizeof(ro));
     ro.node_id = d.cfg.node_id;
     ro.raft_addr = d.cfg.raft;

@@ -3,9 +3,14 @@
  * `promtool check metrics` and against clawq_queue_stats_get), /v1/queues
  * and /v1/queues/NAME against the same stats, 404 / 405 / 400, an
  * oversized head answered and survived, keep-alive and Connection: close,
- * and a clean SIGTERM with an idle HTTP connection open. Each test gets
- * its own broker. */
+ * and a clean SIGTERM with an idle HTTP connection open; snapshot
+ * spacing and the zero-filled log segments as /metrics and the files show
+ * them. Each test gets its own broker. */
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -13,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -694,6 +700,86 @@ START_TEST(test_snapshot_spacing)
 }
 END_TEST
 
+/* Unwritten extents of the files named open-* in dir (FIEMAP), and how
+ * many such files there are. */
+static unsigned unwritten_open_segments(const char *dir, unsigned *files)
+{
+    struct {
+        struct fiemap fm;
+        struct fiemap_extent ext[64];
+    } q;
+    struct dirent *de;
+    unsigned n = 0, i;
+    char path[PATH_MAX + 256];
+    DIR *d = opendir(dir);
+    int fd;
+
+    ck_assert_ptr_nonnull(d);
+    *files = 0;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "open-", 5) != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        fd = open(path, O_RDONLY);
+        if (fd < 0)
+            continue; /* closed and renamed meanwhile */
+        memset(&q, 0, sizeof(q));
+        q.fm.fm_length = FIEMAP_MAX_OFFSET;
+        q.fm.fm_extent_count = 64;
+        ck_assert_int_eq(ioctl(fd, FS_IOC_FIEMAP, &q.fm), 0);
+        for (i = 0; i < q.fm.fm_mapped_extents; i++)
+            if (q.fm.fm_extents[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN)
+                n++;
+        close(fd);
+        (*files)++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* --log-prezero (default on): libraft's open log segments are written
+ * zeros, not unwritten extents, so its non-blocking direct writes succeed
+ * (broker/logzero.h); off, they stay unwritten. On ext4, as CI runs. */
+START_TEST(test_log_prezero)
+{
+    static const char *const flag[] = {"--log-prezero=true",
+                                       "--log-prezero=false"};
+
+    for (size_t k = 0; k < 2; k++) {
+        th_broker *b = th_broker_start(flag[k], NULL);
+        clawq_client *c = th_connect(b);
+        char raft_dir[PATH_MAX];
+        clawq_put_task t;
+        unsigned files, unwritten;
+        uint64_t id;
+        double zeroed;
+        resp r;
+
+        clawq_put_task_init(&t);
+        t.payload = "x";
+        t.payload_len = 1;
+        for (int i = 0; i < 20; i++)
+            th_assert_ok(c, clawq_put(c, "lz", &t, &id, NULL));
+        http_get(b, "/metrics", &r);
+        zeroed = prom_value(r.body, "clawq_raft_log_prezeroed_segments_total");
+        snprintf(raft_dir, sizeof(raft_dir), "%s/raft", b->data);
+        unwritten = unwritten_open_segments(raft_dir, &files);
+        ck_assert_uint_gt(files, 0);
+        if (k == 0) {
+            ck_assert_msg(zeroed >= files, "%.0f zeroed, %u open segments",
+                          zeroed, files);
+            ck_assert_uint_eq(unwritten, 0);
+        } else {
+            ck_assert_msg(zeroed == 0, "off: %.0f zeroed", zeroed);
+            ck_assert_uint_gt(unwritten, 0);
+        }
+        resp_fini(&r);
+        clawq_close(c);
+        th_broker_free(b);
+    }
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -709,6 +795,7 @@ static Suite *http_suite(void)
         {"keep_alive", test_keep_alive},
         {"sigterm_with_idle_connection", test_sigterm_with_idle_connection},
         {"snapshot_spacing", test_snapshot_spacing},
+        {"log_prezero", test_log_prezero},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
