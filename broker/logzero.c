@@ -116,8 +116,8 @@ static int zero_fill(int fd, off_t from, off_t to)
     }
     memset(zeros, 0, ZERO_CHUNK);
     while (at < to) {
-        size_t n = (size_t)(to - at) < ZERO_CHUNK ? (size_t)(to - at)
-                                                  : ZERO_CHUNK;
+        size_t n =
+            (size_t)(to - at) < ZERO_CHUNK ? (size_t)(to - at) : ZERO_CHUNK;
         ssize_t w = pwrite(dfd, zeros, n, at);
         if (w < 0 && errno == EINTR)
             continue;
@@ -151,9 +151,8 @@ static int fallocate_zeroed(int fd, off_t offset, off_t len)
 
     if (f == NULL)
         return ENOSYS;
-    if (!atomic_load(&zero_on) || fstat(fd, &st) != 0 ||
-        !S_ISREG(st.st_mode) || offset < 0 || len <= 0 ||
-        offset > INT64_MAX - len || !in_zero_dir(fd))
+    if (!atomic_load(&zero_on) || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        offset < 0 || len <= 0 || offset > INT64_MAX - len || !in_zero_dir(fd))
         return f(fd, offset, len);
     rc = f(fd, offset, len);
     if (rc != 0)

@@ -7,11 +7,21 @@
  * raft_apply(n = 1) (n > 1 is broken in 0.22). raft_apply appends to the
  * in-memory log at once, so raft_last_index() is the entry's index.
  *
- * Results: libraft queues apply callbacks and fires them later, possibly
- * after more entries were applied, so each in-flight entry owns its
- * fsm_result. The FSM apply callback finds the entry by index (entries are
- * kept in index order) and applies into it; entries this node did not
- * propose go to a scratch result.
+ * Deferred apply: libraft 0.22 calls the FSM's apply from inside the
+ * callback of the log write that committed the entry, and starts the next
+ * log write only after that callback returns, so the disk would idle
+ * while LMDB applies. The FSM apply callback therefore only copies the
+ * entry into a queue; the check handle applies the queue to the store
+ * (drain) after libraft has submitted the next write, and the two overlap.
+ * Whatever reads the store through libraft's eyes drains first: snapshot,
+ * restore, the leader barrier, closing. Nobody can have been answered for
+ * a queued entry, so a read that does not see it is still linearizable.
+ *
+ * Results: each in-flight entry owns its fsm_result. The drain finds the
+ * entry by index (entries are kept in index order) and applies into it;
+ * entries this node did not propose go to a scratch result. An entry is
+ * answered once it is both committed (libraft's apply callback) and
+ * applied (the drain), whichever comes last.
  *
  * No raft_* call is made from inside a raft callback: proposals, barriers
  * and role checks happen in the check handle.
@@ -27,6 +37,7 @@
 #include "log.h"
 
 #define BATCH_SPLIT_BYTES (4u << 20) /* start a new entry past this */
+#define DEFER_MAX_BYTES (64u << 20)  /* queued entry bytes; past this, drain */
 
 /* A configuration change walks these steps; every raft call is made from
  * the check handle, never from the raft callback that ends a step. */
@@ -60,6 +71,8 @@ typedef struct entry {
     repl *r;
     uint64_t created; /* uv_now() when its first op came */
     uint64_t index;   /* 0 until proposed */
+    bool committed;   /* libraft's apply callback came */
+    bool applied;     /* the drain applied it to the store */
     cmd_writer w;
     sub *subs;
     size_t n_subs, cap_subs;
@@ -87,6 +100,14 @@ struct repl {
     entry *open_head, *open_tail;     /* batches not proposed yet */
     entry *flight_head, *flight_tail; /* proposed, in index order */
     fsm_result scratch;               /* results nobody waits for */
+    /* Committed entries not applied to the store yet (deferred apply):
+     * their bytes back to back in defer_bytes, index order. */
+    struct deferred {
+        uint64_t index;
+        size_t off, len;
+    } * defer;
+    size_t n_defer, cap_defer, drained;
+    cq_buf defer_bytes;
     bool applied_dirty;
     bool leader;      /* as reported to hooks (after the barrier) */
     bool raft_leader; /* raft_state() seen at the last check */
@@ -179,25 +200,35 @@ static void flight_remove(repl *r, entry *e)
     }
 }
 
-static void apply_done(struct raft_apply *req, int status, void *result)
+/* Answers an entry that is committed and applied, and frees it. */
+static void entry_answer(entry *e)
 {
-    entry *e = req->data;
-    repl *r = e->r;
     size_t i;
 
-    (void)result;
-    flight_remove(r, e);
-    if (status != 0) {
-        LOG(LOG_WARN, "repl.apply_failed", "index=%llu status=%s",
-            (unsigned long long)e->index, raft_strerror(status));
-        entry_fail(e, r->closing ? CLAWQ_ESHUTTING_DOWN : CLAWQ_EUNAVAILABLE);
-        return;
-    }
+    flight_remove(e->r, e);
     for (i = 0; i < e->n_subs; i++) {
         const sub *s = &e->subs[i];
         s->cb(s->arg, 0, &e->res, s->first_op, s->n_ops);
     }
     entry_free(e);
+}
+
+static void apply_done(struct raft_apply *req, int status, void *result)
+{
+    entry *e = req->data;
+    repl *r = e->r;
+
+    (void)result;
+    if (status != 0) {
+        flight_remove(r, e);
+        LOG(LOG_WARN, "repl.apply_failed", "index=%llu status=%s",
+            (unsigned long long)e->index, raft_strerror(status));
+        entry_fail(e, r->closing ? CLAWQ_ESHUTTING_DOWN : CLAWQ_EUNAVAILABLE);
+        return;
+    }
+    e->committed = true;
+    if (e->applied)
+        entry_answer(e);
 }
 
 /* Another node is the known leader (so waiting here helps nobody). */
@@ -584,20 +615,21 @@ static int io_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
 
 /* ---- FSM callbacks ---- */
 
-static int fsm_cb_apply(struct raft_fsm *f, const struct raft_buffer *buf,
-                        void **result)
+/* Applies committed entry `index` to the store, into its entry's result
+ * when this node proposed it (answered here if already committed). */
+static void apply_one(repl *r, uint64_t index, const void *buf, size_t len)
 {
-    repl *r = f->data;
-    uint64_t index = raft_last_applied(&r->raft) + 1;
     fsm_result *res = &r->scratch;
     entry *e;
     int rc;
 
     for (e = r->flight_head; e != NULL && e->index < index; e = e->next)
         ;
-    if (e != NULL && e->index == index)
+    if (e != NULL && e->index != index)
+        e = NULL;
+    if (e != NULL)
         res = &e->res;
-    rc = fsm_apply(r->s, index, buf->base, buf->len, res);
+    rc = fsm_apply(r->s, index, buf, len, res);
     if (rc != 0) {
         /* A committed entry that cannot be applied: replicas would
          * diverge. The one fatal case (STYLE.md). */
@@ -608,12 +640,59 @@ static int fsm_cb_apply(struct raft_fsm *f, const struct raft_buffer *buf,
     if (res->now_ms > r->last_now)
         r->last_now = res->now_ms;
     /* A moving mean over the last few hundred entries. */
-    r->entry_mean =
-        r->entry_mean == 0
-            ? (double)buf->len
-            : r->entry_mean + ((double)buf->len - r->entry_mean) / 256.0;
+    r->entry_mean = r->entry_mean == 0
+                        ? (double)len
+                        : r->entry_mean + ((double)len - r->entry_mean) / 256.0;
     r->applied_dirty = true;
+    if (e != NULL) {
+        e->applied = true;
+        if (e->committed)
+            entry_answer(e);
+    }
+}
+
+/* Applies every queued entry to the store (see "Deferred apply"). The
+ * position is kept in r, so a drain reached again from an answer's
+ * callback goes on where the outer one was. */
+static void drain(repl *r)
+{
+    while (r->drained < r->n_defer) {
+        const struct deferred *d = &r->defer[r->drained++];
+        apply_one(r, d->index, r->defer_bytes.ptr + d->off, d->len);
+    }
+    r->n_defer = r->drained = 0;
+    r->defer_bytes.len = 0;
+}
+
+/* libraft's apply: queue a copy for the drain (or, when the queue is full
+ * or cannot grow, drain and apply now). */
+static int fsm_cb_apply(struct raft_fsm *f, const struct raft_buffer *buf,
+                        void **result)
+{
+    repl *r = f->data;
+    uint64_t index = raft_last_applied(&r->raft) + 1;
+    size_t off = r->defer_bytes.len;
+
     *result = NULL;
+    if (r->n_defer == r->cap_defer) {
+        size_t cap = r->cap_defer ? r->cap_defer * 2 : 64;
+        struct deferred *p = realloc(r->defer, cap * sizeof(*p));
+        if (p != NULL) {
+            r->defer = p;
+            r->cap_defer = cap;
+        }
+    }
+    if (r->n_defer == r->cap_defer ||
+        cq_buf_append(&r->defer_bytes, buf->base, buf->len) != 0) {
+        drain(r);
+        apply_one(r, index, buf->base, buf->len);
+        return 0;
+    }
+    r->defer[r->n_defer].index = index;
+    r->defer[r->n_defer].off = off;
+    r->defer[r->n_defer].len = buf->len;
+    r->n_defer++;
+    r->applied_dirty = true;
     return 0;
 }
 
@@ -656,6 +735,7 @@ static int fsm_cb_snapshot(struct raft_fsm *f, struct raft_buffer *bufs[],
     int rc;
 
     CLAWQ_ASSERT(r->snap == NULL);
+    drain(r); /* the snapshot is of the state at libraft's last_applied */
     rc = store_snapshot_begin(r->s, &r->snap);
     if (rc != 0) {
         LOG(LOG_ERROR, "repl.snapshot_failed", "error=%s", clawq_strerror(rc));
@@ -730,6 +810,7 @@ static int fsm_cb_restore(struct raft_fsm *f, struct raft_buffer *buf)
     bool replaced = false;
     int rc;
 
+    drain(r);
     rc = store_restore(r->s, buf->base, buf->len, &replaced);
     if (rc != 0) {
         LOG(LOG_ERROR, "repl.restore_failed", "bytes=%zu error=%s", buf->len,
@@ -752,6 +833,7 @@ static void barrier_done(struct raft_barrier *req, int status)
     r->barrier_pending = false;
     if (status != 0 || r->closing)
         return;
+    drain(r);
     /* Everything committed before our term is applied: serve. */
     r->leader = true;
     LOG(LOG_INFO, "repl.leader", "term=%llu",
@@ -940,6 +1022,8 @@ static void on_check(uv_check_t *h)
 
     if (r->closing)
         return;
+    /* libraft has started the next log write by now: apply meanwhile. */
+    drain(r);
     is_leader = raft_state(&r->raft) == RAFT_LEADER;
     if (is_leader && !r->leader && !r->barrier_pending) {
         r->barrier.data = r;
@@ -994,6 +1078,7 @@ int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
             r->snapshot_delay_ms = strtoull(delay, NULL, 10);
     }
     fsm_result_init(&r->scratch);
+    cq_buf_init(&r->defer_bytes, DEFER_MAX_BYTES);
 
     r->fsm.version = 3;
     r->fsm.data = r;
@@ -1177,7 +1262,9 @@ void repl_get_info(repl *r, repl_info *out)
     out->leader_id = (uint32_t)id;
     out->term = raft_current_term(&r->raft);
     out->commit_index = raft_commit_index(&r->raft);
-    out->applied_index = raft_last_applied(&r->raft);
+    /* The queued entries are the last ones libraft counts as applied. */
+    out->applied_index =
+        raft_last_applied(&r->raft) - (r->n_defer - r->drained);
     out->last_index = raft_last_index(&r->raft);
     out->entries_proposed = r->proposed;
     out->snapshots_taken = r->snapshots;
@@ -1195,6 +1282,8 @@ static void handle_closed(uv_handle_t *h)
     raft_uv_close(&r->io);
     raft_uv_tcp_close(&r->transport);
     fsm_result_fini(&r->scratch);
+    free(r->defer);
+    cq_buf_fini(&r->defer_bytes);
     if (r->close_done != NULL)
         r->close_done(r->close_arg);
     free(r);
@@ -1205,6 +1294,8 @@ static void raft_closed(struct raft *raft)
     repl *r = raft->data;
     entry *e;
 
+    /* What was committed is applied (and answered, when committed). */
+    drain(r);
     /* Anything still open or in flight will never complete now. */
     while ((e = r->open_head) != NULL) {
         r->open_head = e->next;
@@ -1247,6 +1338,7 @@ void repl_close(repl *r, void (*done)(void *arg), void *arg)
             put_complete(w);
         }
     }
+    drain(r);
     r->closing = true;
     r->leader = false;
     r->close_done = done;

@@ -87,8 +87,9 @@ static void assert_zeros(int fd, off_t from, off_t to)
     ssize_t n;
 
     for (at = from; at < to; at += n) {
-        n = pread(fd, buf, sizeof(buf) < (size_t)(to - at) ? sizeof(buf)
-                                                           : (size_t)(to - at),
+        n = pread(fd, buf,
+                  sizeof(buf) < (size_t)(to - at) ? sizeof(buf)
+                                                  : (size_t)(to - at),
                   at);
         ck_assert_int_gt(n, 0);
         ck_assert_msg(memcmp(buf, zero, (size_t)n) == 0,
