@@ -64,6 +64,7 @@ typedef struct config {
     size_t snapshot_log_size;    /* log bytes between snapshots, target */
     uint32_t snapshot_trailing;  /* Raft entries kept after a snapshot */
     bool log_prezero;            /* zero-fill new Raft log segments */
+    size_t raft_segment_size;    /* bytes of one Raft log segment file */
     size_t map_size;             /* initial LMDB map bytes */
     size_t map_max;              /* the LMDB map never grows past this */
 } config;

@@ -367,6 +367,7 @@ int main(int argc, char **argv)
     ro.snapshot_threshold = d.cfg.snapshot_threshold;
     ro.snapshot_log_size = d.cfg.snapshot_log_size;
     ro.snapshot_trailing = d.cfg.snapshot_trailing;
+    ro.segment_size = d.cfg.raft_segment_size;
     ro.members = members;
     ro.n_members = (size_t)n_members;
     ro.no_bootstrap = d.cfg.join[0] != '\0';

@@ -1099,6 +1099,12 @@ int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
         raft_uv_tcp_close(&r->transport);
         goto fail;
     }
+    /* Each segment change stalls the loop for tens of ms: libraft closes
+     * the old segment's AIO context with io_destroy(2), which waits for an
+     * RCU grace period. Larger segments change less often. */
+    if (o->segment_size > 0)
+        raft_uv_set_segment_size(&r->io,
+                                 (o->segment_size + 4095) / 4096 * 4096);
     rc = raft_init(&r->raft, &r->io, &r->fsm, o->node_id, o->raft_addr);
     r->raft.data = r;
     if (rc != 0) {

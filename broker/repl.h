@@ -53,6 +53,12 @@ typedef struct repl_opts {
     unsigned heartbeat_ms;
     unsigned snapshot_threshold; /* entries between snapshots, at least */
     unsigned snapshot_trailing;
+    /* Bytes of one log segment file (rounded up to 4 KiB); 0 = libraft's
+     * default (8 MiB). 4 to 20 MiB: libraft 0.22 refuses proposals while
+     * its free log space (the prepared segments and the rest of the open
+     * one) is under 4 MiB, and reports that space in KiB in an unsigned
+     * short, where a wrapped value reads as a full disk. */
+    size_t segment_size;
     /* Log bytes between snapshots: the threshold follows the average
      * entry size up to this (at most REPL_SNAPSHOT_MAX_ENTRIES); 0 = off. */
     uint64_t snapshot_log_size;

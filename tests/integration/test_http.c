@@ -4,8 +4,8 @@
  * and /v1/queues/NAME against the same stats, 404 / 405 / 400, an
  * oversized head answered and survived, keep-alive and Connection: close,
  * and a clean SIGTERM with an idle HTTP connection open; snapshot
- * spacing and the zero-filled log segments as /metrics and the files show
- * them. Each test gets its own broker. */
+ * spacing, the zero-filled log segments and the segment size as /metrics
+ * and the files show them. Each test gets its own broker. */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -780,6 +780,41 @@ START_TEST(test_log_prezero)
 }
 END_TEST
 
+/* --raft-segment-size: with 4M segments (the least), 12.5 MB of puts
+ * close at least two segments (files named FIRST-LAST, not open-N). */
+START_TEST(test_raft_segment_size)
+{
+    th_broker *b = th_broker_start("--raft-segment-size", "4M", NULL);
+    clawq_client *c = th_connect(b);
+    static char payload[64 * 1024];
+    char raft_dir[PATH_MAX];
+    clawq_put_task t;
+    struct dirent *de;
+    unsigned closed = 0;
+    uint64_t id;
+    DIR *d;
+
+    memset(payload, 'p', sizeof(payload));
+    clawq_put_task_init(&t);
+    t.payload = payload;
+    t.payload_len = sizeof(payload);
+    for (int i = 0; i < 200; i++)
+        th_assert_ok(c, clawq_put(c, "seg", &t, &id, NULL));
+    snprintf(raft_dir, sizeof(raft_dir), "%s/raft", b->data);
+    d = opendir(raft_dir);
+    ck_assert_ptr_nonnull(d);
+    while ((de = readdir(d)) != NULL)
+        if (de->d_name[0] >= '0' && de->d_name[0] <= '9' &&
+            strchr(de->d_name, '-') != NULL)
+            closed++;
+    closedir(d);
+    /* The bootstrap segment, then at least two full 4M ones. */
+    ck_assert_msg(closed >= 3, "%u closed segments", closed);
+    clawq_close(c);
+    th_broker_free(b);
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -796,6 +831,7 @@ static Suite *http_suite(void)
         {"sigterm_with_idle_connection", test_sigterm_with_idle_connection},
         {"snapshot_spacing", test_snapshot_spacing},
         {"log_prezero", test_log_prezero},
+        {"raft_segment_size", test_raft_segment_size},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
