@@ -31,6 +31,7 @@
 
 #include "config.h"
 #include "fsm.h"
+#include "aioreap.h"
 #include "log.h"
 #include "logzero.h"
 #include "net.h"
@@ -684,6 +685,7 @@ static void serve_metrics(http_conn *c, bool head_only)
     size_t n = 0, i, f;
     repl_info ri;
     logzero_stats lz;
+    aioreap_stats ar;
     uint64_t now = repl_now_ms(srv->r);
     long long rss;
     obuf o;
@@ -815,6 +817,12 @@ static void serve_metrics(http_conn *c, bool head_only)
            "installed.");
     out_printf(&o, "clawq_raft_installs_dropped_total %" PRIu64 "\n",
                ri.installs_dropped);
+    aioreap_get_stats(&ar);
+    family(&o, "clawq_raft_aio_contexts_reaped_total", "counter",
+           "libraft's AIO contexts (one per log segment) destroyed on the "
+           "reaper thread instead of stalling the loop.");
+    out_printf(&o, "clawq_raft_aio_contexts_reaped_total %" PRIu64 "\n",
+               ar.destroyed);
     logzero_get_stats(&lz);
     family(&o, "clawq_raft_log_prezeroed_segments_total", "counter",
            "Raft log files zero-filled when created (--log-prezero).");

@@ -781,7 +781,8 @@ START_TEST(test_log_prezero)
 END_TEST
 
 /* --raft-segment-size: with 4M segments (the least), 12.5 MB of puts
- * close at least two segments (files named FIRST-LAST, not open-N). */
+ * close at least two segments (files named FIRST-LAST, not open-N), and
+ * their AIO contexts are reaped off the loop. */
 START_TEST(test_raft_segment_size)
 {
     th_broker *b = th_broker_start("--raft-segment-size", "4M", NULL);
@@ -791,7 +792,9 @@ START_TEST(test_raft_segment_size)
     clawq_put_task t;
     struct dirent *de;
     unsigned closed = 0;
+    double reaped = 0;
     uint64_t id;
+    resp r;
     DIR *d;
 
     memset(payload, 'p', sizeof(payload));
@@ -810,6 +813,17 @@ START_TEST(test_raft_segment_size)
     closedir(d);
     /* The bootstrap segment, then at least two full 4M ones. */
     ck_assert_msg(closed >= 3, "%u closed segments", closed);
+    /* Each closed segment's AIO context went to the reaper thread
+     * (broker/aioreap.h), not io_destroy on the loop. */
+    for (int i = 0; i < 100; i++) {
+        http_get(b, "/metrics", &r);
+        reaped = prom_value(r.body, "clawq_raft_aio_contexts_reaped_total");
+        resp_fini(&r);
+        if (reaped >= 2)
+            break;
+        usleep(20000);
+    }
+    ck_assert_msg(reaped >= 2, "%.0f AIO contexts reaped", reaped);
     clawq_close(c);
     th_broker_free(b);
 }
