@@ -166,12 +166,18 @@ static int fallocate_zeroed(int fd, off_t offset, off_t len)
     return zero_fill(fd, from, to);
 }
 
+/* posix_fallocate returns its error and leaves errno alone; so do we,
+ * though the zero-fill makes calls that may set it. */
 int posix_fallocate(int fd, off_t offset, off_t len)
 {
-    return fallocate_zeroed(fd, offset, len);
+    int saved = errno, rc = fallocate_zeroed(fd, offset, len);
+    errno = saved;
+    return rc;
 }
 
 int posix_fallocate64(int fd, off64_t offset, off64_t len)
 {
-    return fallocate_zeroed(fd, offset, len);
+    int saved = errno, rc = fallocate_zeroed(fd, offset, len);
+    errno = saved;
+    return rc;
 }
