@@ -148,7 +148,7 @@ static const opt opts[] = {
      "free log space and counts it in a 16-bit number of KiB"},
     {"log-prezero", OPT_BOOL, FIELD(log_prezero), "true", 0, 1, NULL, NULL,
      "write zeros over each Raft log segment when it is created, so that "
-     "log writes are direct, non-blocking overwrites (8 MiB per segment, "
+     "log writes are direct, non-blocking overwrites (each segment once, "
      "ahead of use); false = unwritten preallocation, and each log write "
      "takes a detour through a thread"},
     {"map-size", OPT_SIZE, FIELD(map_size), "1G", MiB, TiB, "bytes", NULL,

@@ -22,8 +22,9 @@
  * written. Files elsewhere, and file systems without direct I/O (tmpfs
  * before Linux 6.6, some FUSE), get libc's behaviour alone.
  *
- * Cost: one sequential write of each 8 MiB segment, on libraft's thread
- * pool, when the segment is prepared (ahead of use).
+ * Cost: one sequential write of each segment (--raft-segment-size), in
+ * 128 KiB direct writes, on libraft's thread pool, when the segment is
+ * prepared (ahead of use).
  *
  * Threads: posix_fallocate runs on libuv's thread pool. logzero_enable is
  * called once, before Raft starts; the counters are atomic.
