@@ -760,10 +760,21 @@ START_TEST(test_log_prezero)
         t.payload_len = 1;
         for (int i = 0; i < 20; i++)
             th_assert_ok(c, clawq_put(c, "lz", &t, &id, NULL));
-        http_get(b, "/metrics", &r);
-        zeroed = prom_value(r.body, "clawq_raft_log_prezeroed_segments_total");
         snprintf(raft_dir, sizeof(raft_dir), "%s/raft", b->data);
-        unwritten = unwritten_open_segments(raft_dir, &files);
+        /* libraft prepares segments ahead, on its thread pool: one may be
+         * half filled when we look (it is used only once filled). On,
+         * wait up to 5 s for every open segment to be filled; off, the
+         * first look decides. */
+        for (int tries = 0;; tries++) {
+            http_get(b, "/metrics", &r);
+            zeroed =
+                prom_value(r.body, "clawq_raft_log_prezeroed_segments_total");
+            unwritten = unwritten_open_segments(raft_dir, &files);
+            if (k == 1 || (unwritten == 0 && zeroed >= files) || tries == 100)
+                break;
+            resp_fini(&r);
+            th_sleep_ms(50);
+        }
         ck_assert_uint_gt(files, 0);
         if (k == 0) {
             ck_assert_msg(zeroed >= files, "%.0f zeroed, %u open segments",
