@@ -36,9 +36,12 @@ _Static_assert(sizeof(off_t) == 8, "logzero needs a 64-bit off_t");
 /* Bytes per direct write. The zero-fill runs while libraft keeps writing
  * the open segment, and on this project's VM a 1 MiB write held the log's
  * flushes behind it: a loop of 8 KiB O_DSYNC writes had p99 0.57-0.73 ms
- * during a fill in 1 MiB writes, 0.32 ms (as with no fill) in 128 KiB
- * writes, which fill 16 MiB in 12.5 ms instead of 10 (docs/BENCHMARKS.md). */
-#define ZERO_CHUNK (128u << 10)
+ * during a fill in 1 MiB writes, 0.31-0.34 ms (as with no fill) in 256 or
+ * 128 KiB writes. 256 KiB fills 16 MiB as fast as 1 MiB (9.5 ms against
+ * 10); 128 KiB took 12.5 ms, and libraft, which refuses writes while under
+ * 4 MiB of log space is prepared, then refused proposals in a cluster test
+ * that snapshots every 64 entries (each snapshot starts a new segment). */
+#define ZERO_CHUNK (256u << 10)
 #define ZERO_ALIGN 4096u /* direct I/O offset and length alignment */
 
 typedef int (*fallocate_fn)(int, off_t, off_t);

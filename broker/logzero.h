@@ -23,7 +23,7 @@
  * before Linux 6.6, some FUSE), get libc's behaviour alone.
  *
  * Cost: one sequential write of each segment (--raft-segment-size), in
- * 128 KiB direct writes, on libraft's thread pool, when the segment is
+ * 256 KiB direct writes, on libraft's thread pool, when the segment is
  * prepared (ahead of use).
  *
  * Threads: posix_fallocate runs on libuv's thread pool. logzero_enable is
