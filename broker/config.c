@@ -61,10 +61,14 @@ _Static_assert(LOG_TRACE == 0 && LOG_DEBUG == 1 && LOG_INFO == 2 &&
                "log-level choices follow enum log_level");
 _Static_assert(LOG_TEXT == 0 && LOG_JSON == 1,
                "log-format choices follow enum log_format");
+_Static_assert(CONFIG_STORE_MEMORY == 0 && CONFIG_STORE_DISK == 1,
+               "store choices follow enum config_store");
 
 static const opt opts[] = {
     {"data", OPT_STRING, FIELD(data), "./data", 1, CONFIG_PATH_MAX - 1, NULL,
-     NULL, "data directory: the node's LMDB store and Raft log"},
+     NULL,
+     "data directory: the node's Raft log (and, with --store=disk, its "
+     "LMDB store)"},
     {"listen", OPT_ADDR, FIELD(listen), "127.0.0.1:7700", 0, 0, NULL, NULL,
      "address for clients (the clawq protocol)"},
     {"raft", OPT_ADDR, FIELD(raft), "127.0.0.1:7701", 0, 0, NULL, NULL,
@@ -151,6 +155,13 @@ static const opt opts[] = {
      "log writes are direct, non-blocking overwrites (each segment once, "
      "ahead of use); false = unwritten preallocation, and each log write "
      "takes a detour through a thread"},
+    {"store", OPT_ENUM, FIELD(store_mode), "memory", 0, 0, NULL, "memory|disk",
+     "where the LMDB task store lives. memory: in RAM (swappable), never "
+     "written to a disk, rebuilt from the Raft snapshot and log at each "
+     "start; the Raft log alone carries durability, and the disk sees only "
+     "log and snapshot writes. disk: in DATA/store, kept across restarts "
+     "(only the log after it is replayed), at the cost of the kernel "
+     "writing LMDB's copied-on-write pages back in bursts"},
     {"map-size", OPT_SIZE, FIELD(map_size), "1G", MiB, TiB, "bytes", NULL,
      "initial LMDB map size; the map doubles when full"},
     {"map-max", OPT_SIZE, FIELD(map_max), "64G", MiB, 16 * TiB, "bytes", NULL,

@@ -65,9 +65,17 @@ typedef struct config {
     uint32_t snapshot_trailing;  /* Raft entries kept after a snapshot */
     bool log_prezero;            /* zero-fill new Raft log segments */
     size_t raft_segment_size;    /* bytes of one Raft log segment file */
+    int store_mode;              /* enum config_store */
     size_t map_size;             /* initial LMDB map bytes */
     size_t map_max;              /* the LMDB map never grows past this */
 } config;
+
+/* Where the LMDB store lives (--store). */
+enum config_store {
+    CONFIG_STORE_MEMORY, /* memfds: rebuilt from the Raft snapshot and log
+                            at every start */
+    CONFIG_STORE_DISK,   /* DATA/store: kept across restarts */
+};
 
 /* Fills *c with every setting's default. */
 void config_defaults(config *c);

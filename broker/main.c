@@ -344,12 +344,15 @@ int main(int argc, char **argv)
     so.map_max = d.cfg.map_max;
     so.nosync = true; /* the Raft log is the durable record */
     so.writemap = true;
+    so.memory = d.cfg.store_mode == CONFIG_STORE_MEMORY;
     rc = store_open(path, &so, &d.s);
     if (rc != 0) {
         LOG(LOG_ERROR, "clawqd.store", "dir=%s error=\"%s\"", path,
             clawq_strerror(rc));
         return 1;
     }
+    LOG(LOG_INFO, "clawqd.store", "mode=%s dir=%s",
+        so.memory ? "memory" : "disk", path);
 
     d.loop = uv_default_loop();
     snprintf(path, sizeof(path), "%s/raft", d.cfg.data);

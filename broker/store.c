@@ -11,6 +11,12 @@
  *   u64 FNV-1a of every byte before it.
  * store_restore validates all of it (bounds, order, checksum) before it
  * touches the environment.
+ *
+ * Memory mode: LMDB 0.9 opens its files by path only, so the data and lock
+ * files are memfds reached through two symlinks ("memory.mdb" and
+ * "memory.mdb-lock" in the store directory) that exist only while
+ * mdb_env_open runs. LMDB keeps its own descriptors, so the memory lives
+ * until mdb_env_close and nothing of it is ever written to a disk.
  */
 #include "store.h"
 
@@ -19,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define SNAP_MAGIC "CLAWQSNP"
 #define SNAP_FORMAT 1u
@@ -136,6 +144,70 @@ abort:
     return rc;
 }
 
+/* Memory mode: links[0] and links[1] (the data and lock paths LMDB will
+ * open) become symlinks to two new memfds, whose descriptors go to fds[].
+ * Leftovers of a process that died in between are replaced. Returns 0, or
+ * -1 and errno with nothing left behind. */
+static int memory_link(const char *const links[2], int fds[2])
+{
+    char target[40];
+    int i;
+
+    fds[0] = fds[1] = -1;
+    for (i = 0; i < 2; i++) {
+        fds[i] = memfd_create(i == 0 ? "clawq-store" : "clawq-store-lock",
+                              MFD_CLOEXEC);
+        if (fds[i] < 0)
+            break;
+        snprintf(target, sizeof(target), "/proc/self/fd/%d", fds[i]);
+        (void)unlink(links[i]);
+        if (symlink(target, links[i]) != 0)
+            break;
+    }
+    if (i == 2)
+        return 0;
+    {
+        int e = errno;
+        for (int j = 0; j <= i && j < 2; j++) {
+            if (fds[j] >= 0) {
+                (void)unlink(links[j]);
+                close(fds[j]);
+            }
+        }
+        errno = e;
+    }
+    return -1;
+}
+
+/* Removes the links and closes the descriptors memory_link made: by now
+ * LMDB holds descriptors of its own (or failed and holds none). */
+static void memory_unlink(const char *const links[2], const int fds[2])
+{
+    for (int i = 0; i < 2; i++) {
+        (void)unlink(links[i]);
+        close(fds[i]);
+    }
+}
+
+/* mdb_env_open on two memfds under `dir`; an LMDB error code. */
+static int open_memory(MDB_env *env, const char *dir, unsigned flags)
+{
+    char path[STORE_PATH_MAX], lock[STORE_PATH_MAX + 8];
+    const char *links[2] = {path, lock};
+    int fds[2], rc;
+
+    if ((size_t)snprintf(path, sizeof(path), "%s/memory.mdb", dir) >=
+        sizeof(path))
+        return ENAMETOOLONG;
+    /* LMDB's name for the lock file with MDB_NOSUBDIR */
+    snprintf(lock, sizeof(lock), "%s-lock", path);
+    if (memory_link(links, fds) != 0)
+        return errno;
+    rc = mdb_env_open(env, path, flags | MDB_NOSUBDIR, 0600);
+    memory_unlink(links, fds);
+    return rc;
+}
+
 int store_open(const char *dir, const store_opts *opts, store **out)
 {
     store_opts def = {0};
@@ -164,10 +236,13 @@ int store_open(const char *dir, const store_opts *opts, store **out)
         (rc = mdb_env_set_maxreaders(s->env, 126)) != 0 ||
         (rc = mdb_env_set_mapsize(s->env, s->map_size)) != 0)
         goto fail_env;
-    rc = mdb_env_open(s->env, dir, flags, 0644);
+    if (opts->memory)
+        rc = open_memory(s->env, dir, flags);
+    else
+        rc = mdb_env_open(s->env, dir, flags, 0644);
     if (rc != 0) {
-        fprintf(stderr, "store: cannot open LMDB in %s: %s\n", dir,
-                mdb_strerror(rc));
+        fprintf(stderr, "store: cannot open LMDB %sin %s: %s\n",
+                opts->memory ? "(memory) " : "", dir, mdb_strerror(rc));
         goto fail_env;
     }
     /* An existing environment may be larger than asked for. */

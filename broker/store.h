@@ -57,7 +57,14 @@ typedef struct store_opts {
                         file is sized to the map (sparse). Survives a killed
                         process like the default; with nosync, a power loss
                         is covered by the Raft log, not by LMDB. */
+    bool memory;     /* the environment lives in memory (memfds), is never
+                        written to a disk and is gone after store_close:
+                        the owner rebuilds it from its Raft snapshot and
+                        log. `dir` then only hosts two symlinks while
+                        store_open runs. */
 } store_opts;
+
+#define STORE_PATH_MAX 4096
 
 /* Opens (creating if needed) the environment in directory `dir`, which
  * must exist. Returns 0 and a store in *out, CLAWQ_ECORRUPT when the

@@ -2,11 +2,16 @@
  * 10,000 acknowledged puts come back exactly once after kill -9; acks and
  * leases made before a kill -9 hold after the restart; SIGTERM exits 0 and
  * the restart sees everything. Each test restarts its broker on the same
- * data directory. */
+ * data directory, and runs three times: with the store in memory (rebuilt
+ * from the Raft log at the restart), in memory with a snapshot every few
+ * entries (rebuilt from a snapshot plus the log after it), and on disk
+ * (kept; only the log after its applied index is replayed). */
 #include <check.h>
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -14,10 +19,99 @@
 #define BATCH 1000
 
 static th_broker *B;
+static bool Snapshots; /* the mode snapshots every few entries */
 
-static void setup(void)
+/* Lines of B's log (every start appends to it) that contain both a and b. */
+static int log_count(const char *a, const char *b)
 {
+    char line[1024];
+    int n = 0;
+    FILE *f = fopen(B->log_path, "r");
+
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (strstr(line, a) != NULL && strstr(line, b) != NULL)
+            n++;
+    fclose(f);
+    return n;
+}
+
+/* Whether B's Raft directory holds a whole snapshot of Raft index `min`
+ * or later: libraft renames its metadata file ("snapshot-TERM-INDEX-
+ * MS.meta") into place first, then the data file. */
+static bool snapshot_on_disk(unsigned long long min)
+{
+    char pattern[400];
+    glob_t g;
+    bool found = false;
+
+    snprintf(pattern, sizeof(pattern), "%s/raft/snapshot-*.meta", B->data);
+    if (glob(pattern, 0, NULL, &g) != 0)
+        return false;
+    for (size_t i = 0; i < g.gl_pathc && !found; i++) {
+        char *data = strdup(g.gl_pathv[i]);
+        const char *base = strrchr(data, '/') + 1;
+        unsigned long long term, index;
+
+        ck_assert_ptr_nonnull(data);
+        data[strlen(data) - strlen(".meta")] = '\0';
+        found = sscanf(base, "snapshot-%llu-%llu-", &term, &index) == 2 &&
+                index >= min && access(data, F_OK) == 0;
+        free(data);
+    }
+    globfree(&g);
+    return found;
+}
+
+/* Before a kill or stop: with frequent snapshots, waits (bounded) until
+ * one that holds some of the test's commands is on disk (index 1 is the
+ * bootstrap configuration, 2 or 3 the leader recording its address: each
+ * test makes more than 4 entries), as libraft writes snapshots after the
+ * entries they cover. */
+static void wait_snapshot(void)
+{
+    for (int i = 0; Snapshots && i < 500; i++) {
+        if (snapshot_on_disk(5))
+            return;
+        th_sleep_ms(10);
+    }
+    ck_assert_msg(!Snapshots, "no snapshot was written");
+}
+
+/* After a restart: with frequent snapshots, the restarted store was
+ * rebuilt from one (and the log after it), so what the test checks next
+ * went through a snapshot restore. */
+static void check_restart(void)
+{
+    if (Snapshots)
+        ck_assert_int_ge(log_count("repl.restore ", "replaced=yes"), 1);
+    else
+        ck_assert_int_eq(log_count("repl.restore ", "replaced=yes"), 0);
+}
+
+static void setup_memory(void)
+{
+    Snapshots = false;
     B = th_broker_start(NULL);
+    ck_assert_int_eq(log_count("clawqd.store ", "mode=memory"), 1);
+}
+
+static void setup_memory_snapshots(void)
+{
+    /* A snapshot every 2 entries, 1 kept after it: a restart restores a
+     * snapshot, then replays at most a few entries. Each snapshot starts
+     * a new log segment, faster than zero-filling can prepare them, so the
+     * segments are preallocated instead. */
+    Snapshots = true;
+    B = th_broker_start("--snapshot-threshold=2", "--snapshot-log-size=0",
+                        "--snapshot-trailing=1", "--log-prezero=false", NULL);
+}
+
+static void setup_disk(void)
+{
+    Snapshots = false;
+    B = th_broker_start("--store=disk", NULL);
+    ck_assert_int_eq(log_count("clawqd.store ", "mode=disk"), 1);
 }
 
 static void teardown(void)
@@ -121,9 +215,11 @@ START_TEST(test_kill9_keeps_acknowledged_puts)
             (unsigned long long)(th_now_ms() - t0));
     clawq_close(c);
 
+    wait_snapshot();
     th_broker_kill(B);
     t0 = th_now_ms();
     th_broker_restart(B);
+    check_restart();
     fprintf(stderr, "durability: restart after kill -9 ready in %llu ms\n",
             (unsigned long long)(th_now_ms() - t0));
 
@@ -185,8 +281,10 @@ START_TEST(test_kill9_keeps_acks_and_leases)
     clawq_tasks_free(t);
     clawq_close(c);
 
+    wait_snapshot();
     th_broker_kill(B);
     th_broker_restart(B);
+    check_restart();
     c = th_connect(B);
 
     memset(&s, 0, sizeof(s));
@@ -245,6 +343,7 @@ START_TEST(test_sigterm_exits_0_and_keeps_all)
 
     /* A client that stays connected does not hold the shutdown up. */
     idle = th_connect(B);
+    wait_snapshot();
     t0 = th_now_ms();
     st = th_broker_stop(B, 20000);
     fprintf(stderr, "durability: SIGTERM exit %d after %llu ms\n", st,
@@ -253,6 +352,7 @@ START_TEST(test_sigterm_exits_0_and_keeps_all)
     clawq_close(idle);
 
     th_broker_restart(B);
+    check_restart();
     c = th_connect(B);
     memset(&s, 0, sizeof(s));
     th_assert_ok(c, clawq_queue_stats_get(c, "term", &s));
@@ -278,11 +378,28 @@ static Suite *durability_suite(void)
         {"sigterm_exits_0_and_keeps_all", test_sigterm_exits_0_and_keeps_all},
     };
 
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        TCase *tc = th_tcase_new(cases[i].name, 50);
-        tcase_add_checked_fixture(tc, setup, teardown);
-        tcase_add_test(tc, cases[i].fn);
-        suite_add_tcase(s, tc);
+    struct {
+        const char *name;
+        void (*setup)(void);
+    } modes[] = {
+        {"memory", setup_memory},
+        {"memory_snapshots", setup_memory_snapshots},
+        {"disk", setup_disk},
+    };
+
+    /* Check keeps the name pointer: one buffer per case and mode */
+    static char names[3][3][64];
+
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            char *name = names[m][i];
+            snprintf(name, sizeof(names[m][i]), "%s_%s", cases[i].name,
+                     modes[m].name);
+            TCase *tc = th_tcase_new(name, 50);
+            tcase_add_checked_fixture(tc, modes[m].setup, teardown);
+            tcase_add_test(tc, cases[i].fn);
+            suite_add_tcase(s, tc);
+        }
     }
     return s;
 }

@@ -1,12 +1,14 @@
 /* test_store.c: the LMDB store of store.h: point operations, cursors,
  * schema and applied index, snapshot and restore, map growth and a full
- * map. */
+ * map, the store in memory. */
 #include <check.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fsm.h"
 #include "helpers.h"
@@ -1199,6 +1201,121 @@ START_TEST(test_map_full)
 }
 END_TEST
 
+/* Entries of a directory, or of /proc/self/fd, not counting . and .. */
+static int dir_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+static store *open_memory(const char *dir, size_t map_size)
+{
+    store_opts o;
+    store *s = NULL;
+
+    memset(&o, 0, sizeof(o));
+    o.map_size = map_size;
+    o.map_max = 64 * MiB;
+    o.nosync = true;
+    o.writemap = true;
+    o.memory = true;
+    ck_assert_int_eq(store_open(dir, &o, &s), 0);
+    ck_assert_ptr_nonnull(s);
+    return s;
+}
+
+/* Memory mode: nothing is left in the directory (leftover links of a
+ * crashed process are replaced), the map grows, a snapshot restores into
+ * a disk store and back, no descriptor leaks, and a reopen starts empty. */
+START_TEST(test_memory_mode)
+{
+    char *dir = th_tmpdir(), *disk_dir = th_tmpdir();
+    char path[512];
+    int fds = dir_entries("/proc/self/fd");
+    store *s, *disk;
+    uint64_t index = 0, now = 1700000000000ULL, snap_index;
+    void *buf;
+    size_t len;
+    bool replaced = false;
+    fsm_result res;
+
+    snprintf(path, sizeof(path), "%s/memory.mdb", dir);
+    ck_assert_int_eq(symlink("/proc/self/fd/999", path), 0);
+    snprintf(path, sizeof(path), "%s/memory.mdb-lock", dir);
+    ck_assert_int_eq(symlink("/nonexistent", path), 0);
+
+    s = open_memory(dir, 1 * MiB);
+    ck_assert_int_eq(dir_entries(dir), 0);
+    ck_assert_uint_eq(applied_of(s), 0);
+    populate(s, &index, &now, 40, "mem");
+    fsm_result_init(&res);
+    {
+        enum { N = 2000, PLEN = 1024 };
+        static char payload[PLEN];
+        cmd_op ops[20];
+        memset(payload, 'm', sizeof(payload));
+        for (int c = 0; c < N / 20; c++) {
+            for (int i = 0; i < 20; i++) {
+                ops[i] = th_put("mem.big", "", 0);
+                ops[i].u.put.payload = cq_bytes_of(payload, PLEN);
+            }
+            th_apply(s, &index, now, ops, 20, &res);
+            ck_assert_int_eq(res.ops[19].status, 0);
+        }
+    }
+    fsm_result_fini(&res);
+    ck_assert_uint_gt(store_map_size(s), 1 * MiB);
+    ck_assert_uint_eq(applied_of(s), index);
+    ck_assert_int_eq(dir_entries(dir), 0);
+
+    /* memory -> disk -> memory keeps every byte */
+    snapshot_of(s, &buf, &len, &snap_index);
+    ck_assert_uint_eq(snap_index, index);
+    disk = th_store_open(disk_dir, true);
+    ck_assert_int_eq(store_restore(disk, buf, len, &replaced), 0);
+    ck_assert(replaced);
+    assert_stores_equal(s, disk);
+    store_close(s);
+    s = open_memory(dir, 1 * MiB);
+    ck_assert_uint_eq(applied_of(s), 0);
+    ck_assert_uint_eq(count_of(s, STORE_DB_TASKS), 0);
+    ck_assert_int_eq(store_restore(s, buf, len, &replaced), 0);
+    ck_assert(replaced);
+    ck_assert_uint_eq(applied_of(s), index);
+    ck_assert_uint_eq(digest_of(s), digest_of(disk));
+    free(buf);
+
+    store_close(s);
+    store_close(disk);
+    ck_assert_int_eq(dir_entries(dir), 0);
+    ck_assert_int_eq(dir_entries("/proc/self/fd"), fds);
+    th_rmdir(dir);
+    th_rmdir(disk_dir);
+}
+END_TEST
+
+/* A memory store needs a directory it can write its links into. */
+START_TEST(test_memory_mode_bad_dir)
+{
+    store_opts o;
+    store *s = NULL;
+
+    memset(&o, 0, sizeof(o));
+    o.memory = true;
+    o.writemap = true;
+    ck_assert_int_eq(store_open("/nonexistent/clawq", &o, &s), CLAWQ_EIO);
+    ck_assert_ptr_null(s);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -1221,6 +1338,8 @@ static Suite *store_suite(void)
         {"map_growth", test_map_growth},
         {"map_full", test_map_full},
         {"snapshot_pinned_map_growth", test_snapshot_pinned_map_growth},
+        {"memory_mode", test_memory_mode},
+        {"memory_mode_bad_dir", test_memory_mode_bad_dir},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
