@@ -21,14 +21,14 @@ static char err[512];
 /* config_parse on "clawqd" plus the NULL-terminated arguments. */
 static int run(config *c, char **env, ...)
 {
-    char *argv[32];
+    char *argv[40];
     int argc = 0;
     va_list ap;
 
     argv[argc++] = "clawqd";
     va_start(ap, env);
     for (char *a; (a = va_arg(ap, char *)) != NULL;) {
-        ck_assert_int_lt(argc, 31);
+        ck_assert_int_lt(argc, 39);
         argv[argc++] = a;
     }
     va_end(ap);
@@ -84,6 +84,7 @@ START_TEST(defaults_values)
     ck_assert_uint_eq(c.snapshot_trailing, 16384);
     ck_assert_uint_eq(c.map_size, 1ULL << 30);
     ck_assert_uint_eq(c.map_max, 64ULL << 30);
+    ck_assert_int_eq(c.store_mode, CONFIG_STORE_MEMORY);
 
     /* No flags and no environment: the defaults. */
     memset(&parsed, 0x5a, sizeof(parsed));
@@ -107,7 +108,7 @@ START_TEST(flags_both_forms)
             "10", "--max-wait=5s", "--idle-timeout", "0", "--write-buffer=64K",
             "--election-timeout", "1s", "--heartbeat-timeout=100",
             "--snapshot-threshold", "100", "--snapshot-trailing=1",
-            "--map-size", "1M", "--map-max=2G", NULL),
+            "--map-size", "1M", "--map-max=2G", "--store", "Disk", NULL),
         0);
     ck_assert_str_eq(c.data, "/var/lib/clawq");
     ck_assert_str_eq(c.listen, "0.0.0.0:9000");
@@ -129,6 +130,7 @@ START_TEST(flags_both_forms)
     ck_assert_uint_eq(c.snapshot_trailing, 1);
     ck_assert_uint_eq(c.map_size, 1u << 20);
     ck_assert_uint_eq(c.map_max, 2ULL << 30);
+    ck_assert_int_eq(c.store_mode, CONFIG_STORE_DISK);
 
     /* A repeated flag: the last one wins. */
     ck_assert_int_eq(run(&c, no_env, "--node-id", "2", "--node-id=9", NULL), 0);
@@ -156,6 +158,7 @@ START_TEST(env_values)
                    "CLAWQ_MAX_FRAME=32M",
                    "CLAWQ_LOG_FORMAT=json",
                    "CLAWQ_IDLE_TIMEOUT=2m",
+                   "CLAWQ_STORE=disk",
                    "CLAWQ_URL=whatever", /* a client's: ignored */
                    "CLAWQ_NODE=5",       /* a prefix of a name: ignored */
                    "clawq_listen=bad",   /* names are case-sensitive */
@@ -168,6 +171,7 @@ START_TEST(env_values)
     ck_assert_uint_eq(c.max_frame, 32u << 20);
     ck_assert_int_eq(c.log_format, LOG_JSON);
     ck_assert_uint_eq(c.idle_timeout_ms, 120000);
+    ck_assert_int_eq(c.store_mode, CONFIG_STORE_DISK);
     ck_assert_str_eq(c.listen, "127.0.0.1:7700");
 }
 END_TEST
@@ -345,6 +349,8 @@ START_TEST(bad_words)
     assert_fails(no_env,
                  "clawqd: --log-format: \"xml\" is not one of text|json",
                  "--log-format=xml", NULL);
+    assert_fails(no_env, "clawqd: --store: \"tmpfs\" is not one of memory|disk",
+                 "--store=tmpfs", NULL);
     assert_fails(no_env, "clawqd: --data: must not be empty", "--data=", NULL);
     memset(longpath, 'd', CONFIG_PATH_MAX);
     longpath[CONFIG_PATH_MAX] = '\0';
