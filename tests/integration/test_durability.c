@@ -50,10 +50,11 @@ static bool snapshot_on_disk(unsigned long long min)
         return false;
     for (size_t i = 0; i < g.gl_pathc && !found; i++) {
         char *data = strdup(g.gl_pathv[i]);
-        const char *base = strrchr(data, '/') + 1;
+        const char *base;
         unsigned long long term, index;
 
         ck_assert_ptr_nonnull(data);
+        base = strrchr(data, '/') + 1;
         data[strlen(data) - strlen(".meta")] = '\0';
         found = sscanf(base, "snapshot-%llu-%llu-", &term, &index) == 2 &&
                 index >= min && access(data, F_OK) == 0;
