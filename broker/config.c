@@ -164,8 +164,11 @@ static const opt opts[] = {
      "writing LMDB's copied-on-write pages back in bursts"},
     {"map-size", OPT_SIZE, FIELD(map_size), "1G", MiB, TiB, "bytes", NULL,
      "initial LMDB map size; the map doubles when full"},
-    {"map-max", OPT_SIZE, FIELD(map_max), "64G", MiB, 16 * TiB, "bytes", NULL,
-     "largest LMDB map; at least --map-size"},
+    {"map-max", OPT_SIZE, FIELD(map_max), "0", 0, 16 * TiB, "bytes", NULL,
+     "largest LMDB map, at least --map-size; 0 = automatic: with "
+     "--store=memory half of the memory this process may use (its cgroup's "
+     "limit when lower), so that puts are refused with "
+     "STORAGE_FULL before the OOM killer comes; with --store=disk 64G"},
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
@@ -594,7 +597,11 @@ static int check_relations(const config *c, char *err, size_t errlen)
                     "--election-timeout (%s)",
                     a, b);
     }
-    if (c->map_size > c->map_max) {
+    if (c->map_max != 0 && c->map_max < MiB)
+        return fail(err, errlen,
+                    "--map-max: 0 (automatic) or at least 1M, not %zu bytes",
+                    c->map_max);
+    if (c->map_max != 0 && c->map_size > c->map_max) {
         format_number(OPT_SIZE, c->map_size, a, sizeof(a));
         format_number(OPT_SIZE, c->map_max, b, sizeof(b));
         return fail(err, errlen,

@@ -159,6 +159,59 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
+/* The memory this process may use: the machine's, or its cgroup's limit
+ * when lower (v2 memory.max, else v1 memory.limit_in_bytes). */
+static uint64_t memory_budget(void)
+{
+    static const char *const limits[] = {
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    };
+    uint64_t budget = uv_get_total_memory();
+
+    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+        FILE *f = fopen(limits[i], "re");
+        unsigned long long v;
+
+        if (f == NULL)
+            continue;
+        if (fscanf(f, "%llu", &v) == 1 && v > 0 && v < budget)
+            budget = v; /* "max" (v2, no limit) does not scan */
+        fclose(f);
+        break;
+    }
+    return budget;
+}
+
+/* --map-max 0 (the default) resolves to half of memory_budget with
+ * --store=memory (the other half for snapshots, which are serialized into
+ * one buffer, and everything else), so that puts to a growing backlog
+ * are refused with STORAGE_FULL (store_space_is_low) before the OOM killer
+ * comes;
+ * and to 64 GiB with --store=disk. An explicit value over that half is
+ * kept, with a warning. */
+static void resolve_map_max(config *c)
+{
+    uint64_t budget = memory_budget();
+    uint64_t cap = (budget / 2) & ~((UINT64_C(1) << 20) - 1);
+
+    if (cap < (UINT64_C(1) << 20))
+        cap = UINT64_C(1) << 20;
+    if (c->map_max == 0)
+        c->map_max = c->store_mode == CONFIG_STORE_MEMORY ? (size_t)cap
+                                                          : (size_t)64 << 30;
+    else if (c->store_mode == CONFIG_STORE_MEMORY && c->map_max > cap)
+        LOG(LOG_WARN, "clawqd.map_max_large",
+            "map_max=%zu memory=%llu hint=\"with --store=memory the store "
+            "lives in RAM: a map over half of this process's memory can end "
+            "in the OOM killer instead of STORAGE_FULL\"",
+            c->map_max, (unsigned long long)budget);
+    if (c->map_size > c->map_max)
+        c->map_size = c->map_max;
+    LOG(LOG_INFO, "clawqd.map", "map_size=%zu map_max=%zu memory=%llu",
+        c->map_size, c->map_max, (unsigned long long)budget);
+}
+
 static void on_handle_closed(uv_handle_t *h)
 {
     (void)h;
@@ -339,6 +392,7 @@ int main(int argc, char **argv)
             strerror(errno));
         return 1;
     }
+    resolve_map_max(&d.cfg);
     memset(&so, 0, sizeof(so));
     so.map_size = d.cfg.map_size;
     so.map_max = d.cfg.map_max;

@@ -90,11 +90,40 @@ static void check_restart(void)
         ck_assert_int_eq(log_count("repl.restore ", "replaced=yes"), 0);
 }
 
+/* The "clawqd.map" line of B's first start: with --map-max left at 0,
+ * half of the memory the node may use in memory mode, 64 GiB on disk. */
+static void check_map(bool memory)
+{
+    char line[1024];
+    unsigned long long size = 0, max = 0, mem = 0;
+    bool found = false;
+    FILE *f = fopen(B->log_path, "r");
+
+    ck_assert_ptr_nonnull(f);
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        const char *p = strstr(line, "clawqd.map ");
+        found = p != NULL && sscanf(p,
+                                    "clawqd.map map_size=%llu map_max=%llu "
+                                    "memory=%llu",
+                                    &size, &max, &mem) == 3;
+    }
+    fclose(f);
+    ck_assert_msg(found, "no clawqd.map line");
+    ck_assert_uint_le(size, max);
+    if (memory) {
+        ck_assert_uint_le(max, mem / 2);
+        ck_assert_uint_gt(max, mem / 2 - (1ull << 20));
+    } else {
+        ck_assert_uint_eq(max, 64ull << 30);
+    }
+}
+
 static void setup_memory(void)
 {
     Snapshots = false;
     B = th_broker_start(NULL);
     ck_assert_int_eq(log_count("clawqd.store ", "mode=memory"), 1);
+    check_map(true);
 }
 
 static void setup_memory_snapshots(void)
@@ -113,6 +142,7 @@ static void setup_disk(void)
     Snapshots = false;
     B = th_broker_start("--store=disk", NULL);
     ck_assert_int_eq(log_count("clawqd.store ", "mode=disk"), 1);
+    check_map(false);
 }
 
 static void teardown(void)

@@ -83,7 +83,7 @@ START_TEST(defaults_values)
     ck_assert_uint_eq(c.snapshot_threshold, 8192);
     ck_assert_uint_eq(c.snapshot_trailing, 16384);
     ck_assert_uint_eq(c.map_size, 1ULL << 30);
-    ck_assert_uint_eq(c.map_max, 64ULL << 30);
+    ck_assert_uint_eq(c.map_max, 0); /* automatic: clawqd resolves it */
     ck_assert_int_eq(c.store_mode, CONFIG_STORE_MEMORY);
 
     /* No flags and no environment: the defaults. */
@@ -430,6 +430,10 @@ START_TEST(bad_relations)
                  "clawqd: --map-size (2G) must not exceed --map-max (1G)",
                  "--map-size", "2G", "--map-max", "1G", NULL);
     assert_fails(no_env,
+                 "clawqd: --map-max: 0 (automatic) or at least 1M, not 4096 "
+                 "bytes",
+                 "--map-max", "4K", NULL);
+    assert_fails(no_env,
                  "clawqd: --scaler-tls-cert and --scaler-tls-key go together",
                  "--scaler-tls-cert", "c.pem", NULL);
     assert_fails(no_env,
@@ -619,7 +623,7 @@ START_TEST(describe)
                                       "log-format=text max-frame=16M "));
     ck_assert_ptr_nonnull(strstr(buf, " max-wait=1m idle-timeout=5m "));
     ck_assert_ptr_nonnull(strstr(buf, " heartbeat-timeout=30ms "));
-    ck_assert_ptr_nonnull(strstr(buf, " map-max=64G"));
+    ck_assert_ptr_nonnull(strstr(buf, " map-max=0"));
 
     /* A value with a space or a quote is quoted as log.h reads it. */
     ck_assert_int_eq(run(&c, no_env, "--data", "/tmp/a \"b\"", "--max-payload",
