@@ -159,28 +159,75 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
+/* The lowest memory limit set on the cgroup of this process or on one of
+ * its ancestors (v2 memory.max, v1 memory.limit_in_bytes), from the paths
+ * in /proc/self/cgroup; UINT64_MAX if there is none. In a container with
+ * its own cgroup namespace the path is "/", its own limit. */
+static uint64_t cgroup_memory_limit(void)
+{
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    char line[2048], file[2400];
+    uint64_t limit = UINT64_MAX;
+
+    if (f == NULL)
+        return limit;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        const char *base, *name;
+        char *path;
+        size_t n;
+
+        if (c2 == NULL)
+            continue;
+        *c2 = '\0';
+        if (strcmp(line, "0:") == 0) { /* v2: "0::/path" */
+            base = "/sys/fs/cgroup";
+            name = "memory.max";
+        } else if (strcmp(c1 + 1, "memory") == 0 ||
+                   strstr(c1 + 1, "memory,") != NULL ||
+                   (strlen(c1 + 1) > 7 &&
+                    strcmp(c1 + 1 + strlen(c1 + 1) - 7, ",memory") == 0)) {
+            base = "/sys/fs/cgroup/memory"; /* v1 */
+            name = "memory.limit_in_bytes";
+        } else {
+            continue;
+        }
+        path = c2 + 1;
+        n = strcspn(path, "\n");
+        path[n] = '\0';
+        for (;;) { /* this cgroup, then each ancestor up to the root */
+            unsigned long long v;
+            FILE *m;
+
+            snprintf(file, sizeof(file), "%s%s/%s", base,
+                     strcmp(path, "/") == 0 ? "" : path, name);
+            m = fopen(file, "re");
+            if (m != NULL) {
+                /* "max" (v2, no limit) does not scan */
+                if (fscanf(m, "%llu", &v) == 1 && v > 0 && v < limit)
+                    limit = v;
+                fclose(m);
+            }
+            char *slash = strrchr(path, '/');
+            if (slash == NULL || strcmp(path, "/") == 0)
+                break;
+            if (slash == path)
+                slash[1] = '\0'; /* up to the root, "/" */
+            else
+                *slash = '\0';
+        }
+    }
+    fclose(f);
+    return limit;
+}
+
 /* The memory this process may use: the machine's, or its cgroup's limit
- * when lower (v2 memory.max, else v1 memory.limit_in_bytes). */
+ * when lower. */
 static uint64_t memory_budget(void)
 {
-    static const char *const limits[] = {
-        "/sys/fs/cgroup/memory.max",
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-    };
-    uint64_t budget = uv_get_total_memory();
+    uint64_t total = uv_get_total_memory(), limit = cgroup_memory_limit();
 
-    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
-        FILE *f = fopen(limits[i], "re");
-        unsigned long long v;
-
-        if (f == NULL)
-            continue;
-        if (fscanf(f, "%llu", &v) == 1 && v > 0 && v < budget)
-            budget = v; /* "max" (v2, no limit) does not scan */
-        fclose(f);
-        break;
-    }
-    return budget;
+    return limit < total ? limit : total;
 }
 
 /* --map-max 0 (the default) resolves to half of memory_budget with
