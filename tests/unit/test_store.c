@@ -17,7 +17,10 @@
 
 #define MiB ((size_t)1 << 20)
 
-static store *open_with(const char *dir, size_t map_size, size_t map_max)
+/* A log-backed store (nosync); in memory (with writemap, as clawqd runs
+ * it) or on disk. */
+static store *open_mode(const char *dir, size_t map_size, size_t map_max,
+                        bool memory)
 {
     store_opts o;
     store *s = NULL;
@@ -26,9 +29,16 @@ static store *open_with(const char *dir, size_t map_size, size_t map_max)
     o.map_size = map_size;
     o.map_max = map_max;
     o.nosync = true;
+    o.writemap = memory;
+    o.memory = memory;
     ck_assert_int_eq(store_open(dir, &o, &s), 0);
     ck_assert_ptr_nonnull(s);
     return s;
+}
+
+static store *open_with(const char *dir, size_t map_size, size_t map_max)
+{
+    return open_mode(dir, map_size, map_max, false);
 }
 
 static uint64_t digest_of(store *s)
@@ -1216,22 +1226,6 @@ static int dir_entries(const char *dir)
     return n;
 }
 
-static store *open_memory(const char *dir, size_t map_size)
-{
-    store_opts o;
-    store *s = NULL;
-
-    memset(&o, 0, sizeof(o));
-    o.map_size = map_size;
-    o.map_max = 64 * MiB;
-    o.nosync = true;
-    o.writemap = true;
-    o.memory = true;
-    ck_assert_int_eq(store_open(dir, &o, &s), 0);
-    ck_assert_ptr_nonnull(s);
-    return s;
-}
-
 /* Memory mode: nothing is left in the directory (leftover links of a
  * crashed process are replaced), the map grows, a snapshot restores into
  * a disk store and back, no descriptor leaks, and a reopen starts empty. */
@@ -1252,7 +1246,7 @@ START_TEST(test_memory_mode)
     snprintf(path, sizeof(path), "%s/memory.mdb-lock", dir);
     ck_assert_int_eq(symlink("/nonexistent", path), 0);
 
-    s = open_memory(dir, 1 * MiB);
+    s = open_mode(dir, 1 * MiB, 64 * MiB, true);
     ck_assert_int_eq(dir_entries(dir), 0);
     ck_assert_uint_eq(applied_of(s), 0);
     populate(s, &index, &now, 40, "mem");
@@ -1284,7 +1278,7 @@ START_TEST(test_memory_mode)
     ck_assert(replaced);
     assert_stores_equal(s, disk);
     store_close(s);
-    s = open_memory(dir, 1 * MiB);
+    s = open_mode(dir, 1 * MiB, 64 * MiB, true);
     ck_assert_uint_eq(applied_of(s), 0);
     ck_assert_uint_eq(count_of(s, STORE_DB_TASKS), 0);
     ck_assert_int_eq(store_restore(s, buf, len, &replaced), 0);
