@@ -159,6 +159,20 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
+/* Whether the comma-separated list holds word. */
+static bool has_word(const char *list, const char *word)
+{
+    size_t n = strlen(word);
+
+    for (const char *p = list; p != NULL; p = strchr(p, ',')) {
+        if (*p == ',')
+            p++;
+        if (strncmp(p, word, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    }
+    return false;
+}
+
 /* The lowest memory limit set on the cgroup of this process or on one of
  * its ancestors (v2 memory.max, v1 memory.limit_in_bytes), from the paths
  * in /proc/self/cgroup; UINT64_MAX if there is none. In a container with
@@ -183,11 +197,8 @@ static uint64_t cgroup_memory_limit(void)
         if (strcmp(line, "0:") == 0) { /* v2: "0::/path" */
             base = "/sys/fs/cgroup";
             name = "memory.max";
-        } else if (strcmp(c1 + 1, "memory") == 0 ||
-                   strstr(c1 + 1, "memory,") != NULL ||
-                   (strlen(c1 + 1) > 7 &&
-                    strcmp(c1 + 1 + strlen(c1 + 1) - 7, ",memory") == 0)) {
-            base = "/sys/fs/cgroup/memory"; /* v1 */
+        } else if (has_word(c1 + 1, "memory")) { /* "N:a,memory,b:/path" */
+            base = "/sys/fs/cgroup/memory";      /* v1 */
             name = "memory.limit_in_bytes";
         } else {
             continue;
@@ -234,8 +245,7 @@ static uint64_t memory_budget(void)
  * --store=memory (the other half for snapshots, which are serialized into
  * one buffer, and everything else), so that puts to a growing backlog
  * are refused with STORAGE_FULL (store_space_is_low) before the OOM killer
- * comes;
- * and to 64 GiB with --store=disk. An explicit value over that half is
+ * comes; and to 64 GiB with --store=disk. An explicit value over that half is
  * kept, with a warning. */
 static void resolve_map_max(config *c)
 {
