@@ -28,6 +28,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#define STORE_PATH_MAX 4096 /* the memory mode's link paths */
 #define SNAP_MAGIC "CLAWQSNP"
 #define SNAP_FORMAT 1u
 #define SNAP_HEADER_LEN (8 + 4 + 8 + 4)
@@ -144,6 +145,19 @@ abort:
     return rc;
 }
 
+/* Removes the links and closes the descriptors memory_link made (those it
+ * got to: fds[i] < 0 is skipped). After mdb_env_open, LMDB holds
+ * descriptors of its own, or failed and holds none. */
+static void memory_unlink(const char *const links[2], const int fds[2])
+{
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] < 0)
+            continue;
+        (void)unlink(links[i]);
+        close(fds[i]);
+    }
+}
+
 /* Memory mode: links[0] and links[1] (the data and lock paths LMDB will
  * open) become symlinks to two new memfds, whose descriptors go to fds[].
  * Leftovers of a process that died in between are replaced. Returns 0, or
@@ -151,42 +165,25 @@ abort:
 static int memory_link(const char *const links[2], int fds[2])
 {
     char target[40];
-    int i;
+    int e;
 
     fds[0] = fds[1] = -1;
-    for (i = 0; i < 2; i++) {
+    for (int i = 0; i < 2; i++) {
         fds[i] = memfd_create(i == 0 ? "clawq-store" : "clawq-store-lock",
                               MFD_CLOEXEC);
         if (fds[i] < 0)
-            break;
+            goto fail;
         snprintf(target, sizeof(target), "/proc/self/fd/%d", fds[i]);
         (void)unlink(links[i]);
         if (symlink(target, links[i]) != 0)
-            break;
+            goto fail;
     }
-    if (i == 2)
-        return 0;
-    {
-        int e = errno;
-        for (int j = 0; j <= i && j < 2; j++) {
-            if (fds[j] >= 0) {
-                (void)unlink(links[j]);
-                close(fds[j]);
-            }
-        }
-        errno = e;
-    }
+    return 0;
+fail:
+    e = errno;
+    memory_unlink(links, fds);
+    errno = e;
     return -1;
-}
-
-/* Removes the links and closes the descriptors memory_link made: by now
- * LMDB holds descriptors of its own (or failed and holds none). */
-static void memory_unlink(const char *const links[2], const int fds[2])
-{
-    for (int i = 0; i < 2; i++) {
-        (void)unlink(links[i]);
-        close(fds[i]);
-    }
 }
 
 /* mdb_env_open on two memfds under `dir`; an LMDB error code. */

@@ -64,8 +64,6 @@ typedef struct store_opts {
                         store_open runs. */
 } store_opts;
 
-#define STORE_PATH_MAX 4096
-
 /* Opens (creating if needed) the environment in directory `dir`, which
  * must exist. Returns 0 and a store in *out, CLAWQ_ECORRUPT when the
  * schema version is unknown, CLAWQ_EIO otherwise, with a log line that
