@@ -19,8 +19,8 @@
  * Modes: mixed (default; producers and consumers run together) and
  * --fill-drain (put everything first, then drain it). Counts are bounded by
  * --tasks, time by --duration (producers only) and always by --timeout.
- * --rate paces the producers (open loop); latency then counts from when
- * a put was due, not when it was sent.
+ * --rate paces the producers (open loop), their requests evenly spaced;
+ * latency then counts from when a put was due, not when it was sent.
  *
  * Through the adapter (every target; clawq with --sync) each thread has
  * one batch in flight: a producer puts --batch tasks and waits for the
@@ -140,19 +140,23 @@ static void sleep_ms(uint32_t ms)
 }
 
 /* With --rate, sleeps until a producer that has put `done` tasks is due
- * for the next one (each producer takes rate / producers), and returns
- * the time it was due: latency counts from there, so a put that falls
- * behind the schedule is charged for the delay (no coordinated
- * omission). Without --rate, returns now. */
-static uint64_t pace(const bench *b, uint64_t done)
+ * for the next one, and returns the time it was due: latency counts from
+ * there, so a put that falls behind the schedule is charged for the delay
+ * (no coordinated omission). Each producer takes rate / producers, its
+ * schedule shifted by its index, so that requests arrive evenly spaced
+ * (one batch every batch / rate seconds) rather than all producers' at
+ * the same instant. Without --rate, returns now. */
+static uint64_t pace(const worker *w, uint64_t done)
 {
+    const bench *b = w->b;
     uint64_t due, now = now_ns();
     struct timespec ts;
 
     if (b->o.rate == 0)
         return now;
-    due = b->t0_ns +
-          (uint64_t)((double)done * 1e9 * b->o.producers / (double)b->o.rate);
+    due = b->t0_ns + (uint64_t)(((double)done * b->o.producers +
+                                 (double)w->index * b->o.batch) *
+                                1e9 / (double)b->o.rate);
     if (due <= now)
         return due;
     ts.tv_sec = (time_t)((due - now) / 1000000000u);
@@ -342,7 +346,7 @@ static void producer_adapter(worker *w)
             n = quota - seq < o->batch ? (uint32_t)(quota - seq) : o->batch;
             for (uint32_t i = 0; i < n; i++)
                 seqs[i] = seq + i;
-            sent = pace(b, seq);
+            sent = pace(w, seq);
             seq += n;
         }
         for (uint32_t i = 0; i < n; i++)
@@ -453,7 +457,7 @@ static void producer_tickets(worker *w)
             } else {
                 break;
             }
-            sent = pace(b, base);
+            sent = pace(w, base);
             for (uint32_t i = 0; i < n; i++)
                 hdr_stamp(buf + (size_t)i * o->payload, base + i, sent);
             rc = clawq_put_batch_async(w->c, o->queue, tasks, n,
@@ -1170,10 +1174,11 @@ static void usage(FILE *f)
             "                    (default 50000000)\n"
             "  --duration SEC    put for SEC seconds instead of a count, "
             "then drain\n"
-            "  --rate N          offer N tasks/s in all, paced per producer "
-            "(default: as\n"
-            "                    fast as they go; latency is then mostly "
-            "queueing)\n"
+            "  --rate N          offer N tasks/s in all, one request every "
+            "batch / N s,\n"
+            "                    the producers taking turns (default: as fast "
+            "as they go;\n"
+            "                    latency is then mostly queueing)\n"
             "  --queue NAME      queue (default bench-PID-RUN, a fresh one)\n"
             "  --inflight K      put requests in flight per producer, "
             "pulls in flight per\n"
