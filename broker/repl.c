@@ -1243,6 +1243,11 @@ bool repl_accepts_writes(repl *r)
     return !r->closing && (r->raft_leader || !leader_elsewhere(r));
 }
 
+bool repl_batch_open(const repl *r)
+{
+    return r->open_head != NULL;
+}
+
 void repl_get_info(repl *r, repl_info *out)
 {
     raft_id id = 0;

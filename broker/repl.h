@@ -120,6 +120,9 @@ bool repl_is_leader(repl *r);
 /* Submissions are not refused at once: this node leads, or no node is
  * known to. */
 bool repl_accepts_writes(repl *r);
+/* Submissions of this loop turn wait to be proposed: one more rides in
+ * their log entry, at no extra write. */
+bool repl_batch_open(const repl *r);
 void repl_get_info(repl *r, repl_info *out);
 
 /* The leader's clock for commands: wall-clock ms, never below the now_ms

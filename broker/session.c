@@ -1178,6 +1178,29 @@ static void pull_done(void *arg, int status, const fsm_result *res,
     req_free(q);
 }
 
+/* Whether to propose a lease now. Not when this node leads, caught up,
+ * and its applied state has the queue paused, without ready tasks, or not
+ * at all: the lease (it takes ready tasks only) would come back empty, and
+ * cost a log entry and its fsync. The puller waits instead; an entry that
+ * makes tasks ready wakes it once applied (sched_on_applied). Yes when an
+ * entry of this loop turn is still open: the lease rides in it for free,
+ * and finds what a put before it in the same entry added. Yes on a node
+ * not (yet) serving as leader: the submission is held or refused there,
+ * and the client follows the leader. A failed read says yes: the lease
+ * decides. */
+static bool pull_may_find(server *srv, cq_bytes queue)
+{
+    fsm_queue_stats st;
+    int rc;
+
+    if (repl_batch_open(srv->r) || !repl_is_leader(srv->r))
+        return true;
+    rc = fsm_queue_stats_get(srv->s, queue, &st);
+    if (rc == CLAWQ_ENOT_FOUND)
+        return false;
+    return rc != 0 || (!st.rec.settings.paused && st.rec.counters.ready > 0);
+}
+
 static void pull_submit(req *q)
 {
     cmd_op op;
@@ -1192,6 +1215,10 @@ static void pull_submit(req *q)
     max = report_free(q->c, cq_bytes_of(q->queue, q->queue_len), q->max);
     if (max == 0) {
         /* At its reported capacity: wait as if the queue were empty. */
+        pull_wait(q, false);
+        return;
+    }
+    if (!pull_may_find(q->c->srv, cq_bytes_of(q->queue, q->queue_len))) {
         pull_wait(q, false);
         return;
     }

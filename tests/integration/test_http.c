@@ -700,6 +700,62 @@ START_TEST(test_snapshot_spacing)
 }
 END_TEST
 
+static double commit_index(void)
+{
+    double v;
+    resp r;
+
+    http_get(B, "/metrics", &r);
+    v = prom_value(r.body, "clawq_raft_commit_index");
+    resp_fini(&r);
+    return v;
+}
+
+/* A pull that can find nothing (queue empty, paused or unknown) writes no
+ * Raft entry, and a waiting puller still gets the next put: its lease
+ * rides in the put's own entry. */
+START_TEST(test_empty_pull_no_entry)
+{
+    clawq_client *c2 = th_connect(B);
+    clawq_task *t = NULL;
+    clawq_ticket tk = 0;
+    clawq_result r;
+    double before;
+    size_t n;
+
+    put("q", "1");
+    t = pull_one("q");
+    th_assert_ok(C, clawq_ack(C, t->id, t->lease_id));
+    clawq_tasks_free(t);
+    put("p", "1");
+    th_assert_ok(C, clawq_pause(C, "p"));
+
+    before = commit_index();
+    th_assert_ok(C, clawq_pull(C, "q", 1, 100, 0, &t, &n));
+    ck_assert_uint_eq(n, 0);
+    th_assert_ok(C, clawq_pull(C, "p", 1, 50, 0, &t, &n));
+    ck_assert_uint_eq(n, 0);
+    th_assert_ok(C, clawq_pull(C, "nosuch", 4, 0, 0, &t, &n));
+    ck_assert_uint_eq(n, 0);
+
+    th_assert_ok(c2, clawq_pull_async(c2, "q", 1, 10000, 0, NULL, &tk));
+    ck_assert_int_eq(clawq_wait(c2, tk, 200, &r), CLAWQ_ETIMEOUT);
+    ck_assert_msg(commit_index() == before, "empty pulls wrote %.0f entries",
+                  commit_index() - before);
+
+    put("q", "2");
+    th_assert_ok(c2, clawq_wait(c2, tk, -1, &r));
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_uint_eq(r.n, 1);
+    ck_assert_uint_eq(r.tasks[0].payload_len, 1);
+    ck_assert_int_eq(((const char *)r.tasks[0].payload)[0], '2');
+    ck_assert_msg(commit_index() == before + 1,
+                  "put and lease took %.0f entries", commit_index() - before);
+    clawq_result_free(&r);
+    clawq_close(c2);
+}
+END_TEST
+
 /* Unwritten extents of the files named open-* in dir (FIEMAP), and how
  * many such files there are. */
 static unsigned unwritten_open_segments(const char *dir, unsigned *files)
@@ -857,6 +913,7 @@ static Suite *http_suite(void)
         {"snapshot_spacing", test_snapshot_spacing},
         {"log_prezero", test_log_prezero},
         {"raft_segment_size", test_raft_segment_size},
+        {"empty_pull_no_entry", test_empty_pull_no_entry},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
