@@ -228,7 +228,6 @@ void sess_drain(sess *c)
 
 static void read_resume_maybe(sess *c);
 static void start_reading(sess *c);
-static void on_flush_idle(uv_idle_t *h);
 static void on_report_timer(uv_timer_t *t);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
@@ -290,9 +289,6 @@ static void send_response(sess *c, Clawq__Response *resp)
         c->refs++; /* held by the dirty list */
         c->dirty_next = srv->dirty;
         srv->dirty = c;
-        /* Keep the loop from blocking in poll before the flush. */
-        if (!uv_is_active((uv_handle_t *)&srv->flush_idle))
-            uv_idle_start(&srv->flush_idle, on_flush_idle);
     }
     if (c->wbytes > c->srv->limits.write_buffer && c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
@@ -330,8 +326,10 @@ static void sess_flush(sess *c)
     c->refs++;
 }
 
-/* End of a loop turn: write every dirty session's replies. */
-static void on_flush_check(uv_check_t *h)
+/* End of a loop turn, before the loop polls (and may sleep): write every
+ * dirty session's replies, those of the turn's I/O and those of the
+ * entries the check phase applied, in one write per session. */
+static void on_flush_prepare(uv_prepare_t *h)
 {
     server *srv = h->data;
     sess *c;
@@ -343,13 +341,6 @@ static void on_flush_check(uv_check_t *h)
         sess_flush(c);
         sess_unref(c);
     }
-    if (uv_is_active((uv_handle_t *)&srv->flush_idle))
-        uv_idle_stop(&srv->flush_idle);
-}
-
-static void on_flush_idle(uv_idle_t *h)
-{
-    (void)h; /* stopped by on_flush_check */
 }
 
 void sess_server_init(server *srv)
@@ -359,18 +350,15 @@ void sess_server_init(server *srv)
     uv_timer_start(&srv->report_timer, on_report_timer,
                    srv->limits.report_interval_ms,
                    srv->limits.report_interval_ms);
-    uv_check_init(srv->loop, &srv->flush_check);
-    srv->flush_check.data = srv;
-    uv_check_start(&srv->flush_check, on_flush_check);
-    uv_idle_init(srv->loop, &srv->flush_idle);
-    srv->flush_idle.data = srv;
+    uv_prepare_init(srv->loop, &srv->flush_prepare);
+    srv->flush_prepare.data = srv;
+    uv_prepare_start(&srv->flush_prepare, on_flush_prepare);
 }
 
 void sess_server_close(server *srv)
 {
     uv_close((uv_handle_t *)&srv->report_timer, NULL);
-    uv_close((uv_handle_t *)&srv->flush_check, NULL);
-    uv_close((uv_handle_t *)&srv->flush_idle, NULL);
+    uv_close((uv_handle_t *)&srv->flush_prepare, NULL);
 }
 
 static Clawq__Status wire_status(int err)

@@ -49,10 +49,9 @@ typedef struct server {
     sess *sessions; /* all open sessions */
     size_t n_sessions;
     uint64_t next_conn_id;
-    sess *dirty;             /* sessions with replies to flush this turn */
-    uv_check_t flush_check;  /* flushes them after the loop's I/O */
-    uv_idle_t flush_idle;    /* keeps poll from blocking while any wait */
-    uv_timer_t report_timer; /* the leader replicates worker summaries */
+    sess *dirty;                /* sessions with replies to flush this turn */
+    uv_prepare_t flush_prepare; /* flushes them before the loop polls */
+    uv_timer_t report_timer;    /* the leader replicates worker summaries */
     void (*on_session_closed)(struct server *srv); /* net's drain check */
     void *drain_ctx;                               /* net's, for that */
 } server;
