@@ -7,8 +7,6 @@
  */
 #include "cmd.h"
 
-#include <msgpack.h>
-
 #define ENVELOPE_LEN 16 /* 0x93 0x01 0xcf u64 0xdd u32 */
 #define NOW_OFF 3
 #define COUNT_OFF 12
@@ -31,42 +29,15 @@ const char *cmd_type_name(int type)
 
 /* ---- writer ---- */
 
-typedef struct wr {
-    msgpack_packer pk;
-    cq_buf *buf;
-    int err;
-} wr;
-
-static int wr_write(void *data, const char *p, size_t len)
-{
-    wr *w = data;
-    int rc;
-
-    if (w->err != 0)
-        return -1;
-    rc = cq_buf_append(w->buf, p, len);
-    if (rc != 0) {
-        w->err = rc;
-        return -1;
-    }
-    return 0;
-}
-
-static void pack_bytes(msgpack_packer *pk, cq_bytes b)
-{
-    msgpack_pack_bin(pk, b.len);
-    msgpack_pack_bin_body(pk, b.ptr, b.len);
-}
-
-static void pack_opt_bytes(msgpack_packer *pk, bool present, cq_bytes b)
+static void pack_opt_bytes(mp_writer *w, bool present, cq_bytes b)
 {
     if (present)
-        pack_bytes(pk, b);
+        mp_write_bin(w, b);
     else
-        msgpack_pack_nil(pk);
+        mp_write_nil(w);
 }
 
-static int pack_op(msgpack_packer *pk, const cmd_op *op)
+static int pack_op(mp_writer *w, const cmd_op *op)
 {
     const cmd_put *p;
     const cmd_lease *l;
@@ -78,109 +49,109 @@ static int pack_op(msgpack_packer *pk, const cmd_op *op)
     switch (op->type) {
     case CMD_PUT:
         p = &op->u.put;
-        msgpack_pack_array(pk, 9);
-        msgpack_pack_uint8(pk, op->type);
-        pack_bytes(pk, p->queue);
-        pack_bytes(pk, p->payload);
-        msgpack_pack_uint8(pk, p->priority);
-        msgpack_pack_uint64(pk, p->run_at_ms);
-        msgpack_pack_uint64(pk, p->deadline_ms);
-        msgpack_pack_uint32(pk, p->max_attempts);
-        pack_opt_bytes(pk, p->idem_key.len > 0, p->idem_key);
-        pack_opt_bytes(pk, p->headers.len > 0, p->headers);
+        mp_write_array(w, 9);
+        mp_write_uint(w, op->type);
+        mp_write_bin(w, p->queue);
+        mp_write_bin(w, p->payload);
+        mp_write_uint(w, p->priority);
+        mp_write_uint(w, p->run_at_ms);
+        mp_write_uint(w, p->deadline_ms);
+        mp_write_uint(w, p->max_attempts);
+        pack_opt_bytes(w, p->idem_key.len > 0, p->idem_key);
+        pack_opt_bytes(w, p->headers.len > 0, p->headers);
         return 0;
     case CMD_LEASE:
         l = &op->u.lease;
-        msgpack_pack_array(pk, 6);
-        msgpack_pack_uint8(pk, op->type);
-        pack_bytes(pk, l->queue);
-        pack_bytes(pk, l->worker);
-        msgpack_pack_uint32(pk, l->max);
-        msgpack_pack_uint32(pk, l->lease_ms);
-        msgpack_pack_uint32(pk, l->max_bytes);
+        mp_write_array(w, 6);
+        mp_write_uint(w, op->type);
+        mp_write_bin(w, l->queue);
+        mp_write_bin(w, l->worker);
+        mp_write_uint(w, l->max);
+        mp_write_uint(w, l->lease_ms);
+        mp_write_uint(w, l->max_bytes);
         return 0;
     case CMD_EXTEND:
         x = &op->u.extend;
-        msgpack_pack_array(pk, 6);
-        msgpack_pack_uint8(pk, op->type);
-        msgpack_pack_uint64(pk, x->id);
-        msgpack_pack_uint64(pk, x->lease_id);
-        msgpack_pack_uint32(pk, x->lease_ms);
+        mp_write_array(w, 6);
+        mp_write_uint(w, op->type);
+        mp_write_uint(w, x->id);
+        mp_write_uint(w, x->lease_id);
+        mp_write_uint(w, x->lease_ms);
         if (x->has_progress)
-            msgpack_pack_uint64(pk, x->progress);
+            mp_write_uint(w, x->progress);
         else
-            msgpack_pack_nil(pk);
-        pack_opt_bytes(pk, x->has_checkpoint, x->checkpoint);
+            mp_write_nil(w);
+        pack_opt_bytes(w, x->has_checkpoint, x->checkpoint);
         return 0;
     case CMD_ACK:
         s = &op->u.settle;
-        msgpack_pack_array(pk, 3);
-        msgpack_pack_uint8(pk, op->type);
-        msgpack_pack_uint64(pk, s->id);
-        msgpack_pack_uint64(pk, s->lease_id);
+        mp_write_array(w, 3);
+        mp_write_uint(w, op->type);
+        mp_write_uint(w, s->id);
+        mp_write_uint(w, s->lease_id);
         return 0;
     case CMD_NACK:
     case CMD_FAIL:
         s = &op->u.settle;
-        msgpack_pack_array(pk, op->type == CMD_NACK ? 5 : 4);
-        msgpack_pack_uint8(pk, op->type);
-        msgpack_pack_uint64(pk, s->id);
-        msgpack_pack_uint64(pk, s->lease_id);
+        mp_write_array(w, op->type == CMD_NACK ? 5 : 4);
+        mp_write_uint(w, op->type);
+        mp_write_uint(w, s->id);
+        mp_write_uint(w, s->lease_id);
         if (op->type == CMD_NACK)
-            msgpack_pack_int64(pk, s->delay_ms);
-        pack_bytes(pk, s->error);
+            mp_write_int(w, s->delay_ms);
+        mp_write_bin(w, s->error);
         return 0;
     case CMD_TICK:
-        msgpack_pack_array(pk, 2);
-        msgpack_pack_uint8(pk, op->type);
-        msgpack_pack_uint32(pk, op->u.tick.max);
+        mp_write_array(w, 2);
+        mp_write_uint(w, op->type);
+        mp_write_uint(w, op->u.tick.max);
         return 0;
     case CMD_QUEUE_SET:
         qs = &op->u.queue_set;
-        msgpack_pack_array(pk, 10);
-        msgpack_pack_uint8(pk, op->type);
-        pack_bytes(pk, qs->queue);
-        msgpack_pack_uint32(pk, qs->fields);
-        msgpack_pack_uint32(pk, qs->settings.lease_ms);
-        msgpack_pack_uint32(pk, qs->settings.max_attempts);
-        msgpack_pack_uint32(pk, qs->settings.backoff_base_ms);
-        msgpack_pack_uint32(pk, qs->settings.backoff_max_ms);
-        msgpack_pack_uint64(pk, qs->settings.max_depth);
-        msgpack_pack_uint32(pk, qs->settings.max_payload);
-        msgpack_pack_uint64(pk, qs->settings.dedup_window_ms);
+        mp_write_array(w, 10);
+        mp_write_uint(w, op->type);
+        mp_write_bin(w, qs->queue);
+        mp_write_uint(w, qs->fields);
+        mp_write_uint(w, qs->settings.lease_ms);
+        mp_write_uint(w, qs->settings.max_attempts);
+        mp_write_uint(w, qs->settings.backoff_base_ms);
+        mp_write_uint(w, qs->settings.backoff_max_ms);
+        mp_write_uint(w, qs->settings.max_depth);
+        mp_write_uint(w, qs->settings.max_payload);
+        mp_write_uint(w, qs->settings.dedup_window_ms);
         return 0;
     case CMD_QUEUE_PAUSE:
     case CMD_QUEUE_RESUME:
     case CMD_QUEUE_PURGE:
-        msgpack_pack_array(pk, 2);
-        msgpack_pack_uint8(pk, op->type);
-        pack_bytes(pk, op->u.queue.queue);
+        mp_write_array(w, 2);
+        mp_write_uint(w, op->type);
+        mp_write_bin(w, op->u.queue.queue);
         return 0;
     case CMD_DLQ_REPLAY:
     case CMD_DLQ_PURGE:
         d = &op->u.dlq;
-        msgpack_pack_array(pk, 6);
-        msgpack_pack_uint8(pk, op->type);
-        pack_bytes(pk, d->queue);
-        pack_bytes(pk, d->error_substr);
-        msgpack_pack_uint64(pk, d->from_ms);
-        msgpack_pack_uint64(pk, d->to_ms);
-        msgpack_pack_uint32(pk, d->max);
+        mp_write_array(w, 6);
+        mp_write_uint(w, op->type);
+        mp_write_bin(w, d->queue);
+        mp_write_bin(w, d->error_substr);
+        mp_write_uint(w, d->from_ms);
+        mp_write_uint(w, d->to_ms);
+        mp_write_uint(w, d->max);
         return 0;
     case CMD_MEMBER:
-        msgpack_pack_array(pk, 3);
-        msgpack_pack_uint8(pk, op->type);
-        msgpack_pack_uint32(pk, op->u.member.node_id);
-        pack_bytes(pk, op->u.member.client_addr);
+        mp_write_array(w, 3);
+        mp_write_uint(w, op->type);
+        mp_write_uint(w, op->u.member.node_id);
+        mp_write_bin(w, op->u.member.client_addr);
         return 0;
     case CMD_WORKERS:
-        msgpack_pack_array(pk, 6);
-        msgpack_pack_uint8(pk, op->type);
-        pack_bytes(pk, op->u.workers.queue);
-        msgpack_pack_uint32(pk, op->u.workers.workers);
-        msgpack_pack_uint32(pk, op->u.workers.median_capacity);
-        msgpack_pack_uint64(pk, op->u.workers.capacity);
-        msgpack_pack_uint64(pk, op->u.workers.inflight);
+        mp_write_array(w, 6);
+        mp_write_uint(w, op->type);
+        mp_write_bin(w, op->u.workers.queue);
+        mp_write_uint(w, op->u.workers.workers);
+        mp_write_uint(w, op->u.workers.median_capacity);
+        mp_write_uint(w, op->u.workers.capacity);
+        mp_write_uint(w, op->u.workers.inflight);
         return 0;
     default:
         return CLAWQ_EINVALID;
@@ -208,7 +179,7 @@ void cmd_writer_reset(cmd_writer *w)
 int cmd_writer_add(cmd_writer *w, const cmd_op *op)
 {
     size_t mark;
-    wr out;
+    mp_writer out;
     int rc;
 
     if (w->n_ops >= CMD_MAX_OPS)
@@ -219,10 +190,8 @@ int cmd_writer_add(cmd_writer *w, const cmd_op *op)
             return rc;
     }
     mark = w->buf.len;
-    out.buf = &w->buf;
-    out.err = 0;
-    msgpack_packer_init(&out.pk, &out, wr_write);
-    rc = pack_op(&out.pk, op);
+    mp_writer_init(&out, &w->buf);
+    rc = pack_op(&out, op);
     if (rc == 0)
         rc = out.err;
     if (rc != 0) {
@@ -266,79 +235,39 @@ int cmd_encode(uint64_t now_ms, const cmd_op *ops, size_t n, void **buf,
 
 /* ---- decoder ---- */
 
-struct cmd_batch_priv {
-    cmd_batch pub;
-    msgpack_zone zone;
-};
-
-static bool d_u64(const msgpack_object *o, uint64_t max, uint64_t *out)
+static bool d_u64(mp_reader *r, uint64_t max, uint64_t *out)
 {
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > max)
-        return false;
-    *out = o->via.u64;
-    return true;
+    return mp_read_uint(r, max, out);
 }
 
-static bool d_u32(const msgpack_object *o, uint32_t *out)
+static bool d_u32(mp_reader *r, uint32_t *out)
 {
     uint64_t v;
-    if (!d_u64(o, UINT32_MAX, &v))
+    if (!mp_read_uint(r, UINT32_MAX, &v))
         return false;
     *out = (uint32_t)v;
     return true;
 }
 
-static bool d_i64(const msgpack_object *o, int64_t *out)
-{
-    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-        *out = o->via.i64;
-        return true;
-    }
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
-        o->via.u64 <= (uint64_t)INT64_MAX) {
-        *out = (int64_t)o->via.u64;
-        return true;
-    }
-    return false;
-}
-
-static bool d_bytes(const msgpack_object *o, cq_bytes *out)
-{
-    if (o->type == MSGPACK_OBJECT_BIN) {
-        *out = cq_bytes_of(o->via.bin.ptr, o->via.bin.size);
-        return true;
-    }
-    if (o->type == MSGPACK_OBJECT_STR) {
-        *out = cq_bytes_of(o->via.str.ptr, o->via.str.size);
-        return true;
-    }
-    return false;
-}
-
 /* nil or bytes; *present says which. */
-static bool d_opt_bytes(const msgpack_object *o, bool *present, cq_bytes *out)
+static bool d_opt_bytes(mp_reader *r, bool *present, cq_bytes *out)
 {
-    if (o->type == MSGPACK_OBJECT_NIL) {
+    if (mp_read_nil(r)) {
         *present = false;
         *out = cq_bytes_of(NULL, 0);
         return true;
     }
     *present = true;
-    return d_bytes(o, out);
+    return mp_read_bytes(r, out);
 }
 
-static int decode_op(const msgpack_object *o, cmd_op *op)
+static int decode_op(mp_reader *f, cmd_op *op)
 {
-    const msgpack_object *f;
     uint32_t n;
     uint64_t t, v;
     bool present;
 
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 1)
-        return CLAWQ_ECORRUPT;
-    f = o->via.array.ptr;
-    n = o->via.array.size;
-    if (!d_u64(&f[0], 255, &t))
+    if (!mp_read_array(f, &n) || n < 1 || !d_u64(f, 255, &t))
         return CLAWQ_ECORRUPT;
     memset(op, 0, sizeof(*op));
     op->type = (uint8_t)t;
@@ -350,13 +279,12 @@ static int decode_op(const msgpack_object *o, cmd_op *op)
     case CMD_PUT: {
         cmd_put *p = &op->u.put;
         NEED(9);
-        if (!d_bytes(&f[1], &p->queue) || !d_bytes(&f[2], &p->payload) ||
-            !d_u64(&f[3], 255, &v) ||
-            !d_u64(&f[4], UINT64_MAX, &p->run_at_ms) ||
-            !d_u64(&f[5], UINT64_MAX, &p->deadline_ms) ||
-            !d_u32(&f[6], &p->max_attempts) ||
-            !d_opt_bytes(&f[7], &present, &p->idem_key) ||
-            !d_opt_bytes(&f[8], &present, &p->headers))
+        if (!mp_read_bytes(f, &p->queue) || !mp_read_bytes(f, &p->payload) ||
+            !d_u64(f, 255, &v) || !d_u64(f, UINT64_MAX, &p->run_at_ms) ||
+            !d_u64(f, UINT64_MAX, &p->deadline_ms) ||
+            !d_u32(f, &p->max_attempts) ||
+            !d_opt_bytes(f, &present, &p->idem_key) ||
+            !d_opt_bytes(f, &present, &p->headers))
             return CLAWQ_ECORRUPT;
         p->priority = (uint8_t)v;
         return 0;
@@ -364,34 +292,33 @@ static int decode_op(const msgpack_object *o, cmd_op *op)
     case CMD_LEASE: {
         cmd_lease *l = &op->u.lease;
         NEED(6);
-        if (!d_bytes(&f[1], &l->queue) || !d_bytes(&f[2], &l->worker) ||
-            !d_u32(&f[3], &l->max) || !d_u32(&f[4], &l->lease_ms) ||
-            !d_u32(&f[5], &l->max_bytes))
+        if (!mp_read_bytes(f, &l->queue) || !mp_read_bytes(f, &l->worker) ||
+            !d_u32(f, &l->max) || !d_u32(f, &l->lease_ms) ||
+            !d_u32(f, &l->max_bytes))
             return CLAWQ_ECORRUPT;
         return 0;
     }
     case CMD_EXTEND: {
         cmd_extend *x = &op->u.extend;
         NEED(6);
-        if (!d_u64(&f[1], UINT64_MAX, &x->id) ||
-            !d_u64(&f[2], UINT64_MAX, &x->lease_id) ||
-            !d_u32(&f[3], &x->lease_ms))
+        if (!d_u64(f, UINT64_MAX, &x->id) ||
+            !d_u64(f, UINT64_MAX, &x->lease_id) || !d_u32(f, &x->lease_ms))
             return CLAWQ_ECORRUPT;
-        if (f[4].type == MSGPACK_OBJECT_NIL)
+        if (mp_read_nil(f))
             x->has_progress = false;
-        else if (d_u64(&f[4], UINT64_MAX, &x->progress))
+        else if (d_u64(f, UINT64_MAX, &x->progress))
             x->has_progress = true;
         else
             return CLAWQ_ECORRUPT;
-        if (!d_opt_bytes(&f[5], &x->has_checkpoint, &x->checkpoint))
+        if (!d_opt_bytes(f, &x->has_checkpoint, &x->checkpoint))
             return CLAWQ_ECORRUPT;
         return 0;
     }
     case CMD_ACK: {
         cmd_settle *s = &op->u.settle;
         NEED(3);
-        if (!d_u64(&f[1], UINT64_MAX, &s->id) ||
-            !d_u64(&f[2], UINT64_MAX, &s->lease_id))
+        if (!d_u64(f, UINT64_MAX, &s->id) ||
+            !d_u64(f, UINT64_MAX, &s->lease_id))
             return CLAWQ_ECORRUPT;
         s->delay_ms = -1;
         return 0;
@@ -400,30 +327,30 @@ static int decode_op(const msgpack_object *o, cmd_op *op)
     case CMD_FAIL: {
         cmd_settle *s = &op->u.settle;
         NEED(t == CMD_NACK ? 5u : 4u);
-        if (!d_u64(&f[1], UINT64_MAX, &s->id) ||
-            !d_u64(&f[2], UINT64_MAX, &s->lease_id))
+        if (!d_u64(f, UINT64_MAX, &s->id) ||
+            !d_u64(f, UINT64_MAX, &s->lease_id))
             return CLAWQ_ECORRUPT;
         s->delay_ms = -1;
-        if (t == CMD_NACK && !d_i64(&f[3], &s->delay_ms))
+        if (t == CMD_NACK && !mp_read_int(f, &s->delay_ms))
             return CLAWQ_ECORRUPT;
-        if (!d_bytes(&f[n - 1], &s->error))
+        if (!mp_read_bytes(f, &s->error))
             return CLAWQ_ECORRUPT;
         return 0;
     }
     case CMD_TICK:
         NEED(2);
-        return d_u32(&f[1], &op->u.tick.max) ? 0 : CLAWQ_ECORRUPT;
+        return d_u32(f, &op->u.tick.max) ? 0 : CLAWQ_ECORRUPT;
     case CMD_QUEUE_SET: {
         cmd_queue_set *qs = &op->u.queue_set;
         NEED(10);
-        if (!d_bytes(&f[1], &qs->queue) || !d_u32(&f[2], &qs->fields) ||
-            !d_u32(&f[3], &qs->settings.lease_ms) ||
-            !d_u32(&f[4], &qs->settings.max_attempts) ||
-            !d_u32(&f[5], &qs->settings.backoff_base_ms) ||
-            !d_u32(&f[6], &qs->settings.backoff_max_ms) ||
-            !d_u64(&f[7], UINT64_MAX, &qs->settings.max_depth) ||
-            !d_u32(&f[8], &qs->settings.max_payload) ||
-            !d_u64(&f[9], UINT64_MAX, &qs->settings.dedup_window_ms))
+        if (!mp_read_bytes(f, &qs->queue) || !d_u32(f, &qs->fields) ||
+            !d_u32(f, &qs->settings.lease_ms) ||
+            !d_u32(f, &qs->settings.max_attempts) ||
+            !d_u32(f, &qs->settings.backoff_base_ms) ||
+            !d_u32(f, &qs->settings.backoff_max_ms) ||
+            !d_u64(f, UINT64_MAX, &qs->settings.max_depth) ||
+            !d_u32(f, &qs->settings.max_payload) ||
+            !d_u64(f, UINT64_MAX, &qs->settings.dedup_window_ms))
             return CLAWQ_ECORRUPT;
         return 0;
     }
@@ -431,30 +358,31 @@ static int decode_op(const msgpack_object *o, cmd_op *op)
     case CMD_QUEUE_RESUME:
     case CMD_QUEUE_PURGE:
         NEED(2);
-        return d_bytes(&f[1], &op->u.queue.queue) ? 0 : CLAWQ_ECORRUPT;
+        return mp_read_bytes(f, &op->u.queue.queue) ? 0 : CLAWQ_ECORRUPT;
     case CMD_DLQ_REPLAY:
     case CMD_DLQ_PURGE: {
         cmd_dlq *d = &op->u.dlq;
         NEED(6);
-        if (!d_bytes(&f[1], &d->queue) || !d_bytes(&f[2], &d->error_substr) ||
-            !d_u64(&f[3], UINT64_MAX, &d->from_ms) ||
-            !d_u64(&f[4], UINT64_MAX, &d->to_ms) || !d_u32(&f[5], &d->max))
+        if (!mp_read_bytes(f, &d->queue) ||
+            !mp_read_bytes(f, &d->error_substr) ||
+            !d_u64(f, UINT64_MAX, &d->from_ms) ||
+            !d_u64(f, UINT64_MAX, &d->to_ms) || !d_u32(f, &d->max))
             return CLAWQ_ECORRUPT;
         return 0;
     }
     case CMD_MEMBER:
         NEED(3);
-        return d_u32(&f[1], &op->u.member.node_id) &&
-                       d_bytes(&f[2], &op->u.member.client_addr)
+        return d_u32(f, &op->u.member.node_id) &&
+                       mp_read_bytes(f, &op->u.member.client_addr)
                    ? 0
                    : CLAWQ_ECORRUPT;
     case CMD_WORKERS: {
         cmd_workers *w = &op->u.workers;
         NEED(6);
-        if (!d_bytes(&f[1], &w->queue) || !d_u32(&f[2], &w->workers) ||
-            !d_u32(&f[3], &w->median_capacity) ||
-            !d_u64(&f[4], UINT64_MAX, &w->capacity) ||
-            !d_u64(&f[5], UINT64_MAX, &w->inflight))
+        if (!mp_read_bytes(f, &w->queue) || !d_u32(f, &w->workers) ||
+            !d_u32(f, &w->median_capacity) ||
+            !d_u64(f, UINT64_MAX, &w->capacity) ||
+            !d_u64(f, UINT64_MAX, &w->inflight))
             return CLAWQ_ECORRUPT;
         return 0;
     }
@@ -466,72 +394,62 @@ static int decode_op(const msgpack_object *o, cmd_op *op)
 
 int cmd_decode(const void *buf, size_t len, cmd_batch **out)
 {
-    struct cmd_batch_priv *b;
-    msgpack_object obj;
-    const msgpack_object *f, *ops;
-    msgpack_unpack_return r;
-    size_t off = 0, used, i;
+    const uint8_t *p = buf;
+    cmd_batch *b;
+    mp_reader r;
     uint64_t version;
+    uint32_t n, n_ops, i;
+    size_t off;
     int rc;
 
-    if (len == 0 || len > CMD_MAX_BYTES || !mp_span(buf, len, 8, &used) ||
-        len - used >= CMD_ALIGN)
+    if (len == 0 || len > CMD_MAX_BYTES)
         return CLAWQ_ECORRUPT;
-    for (off = used; off < len; off++) {
-        if (((const uint8_t *)buf)[off] != 0)
-            return CLAWQ_ECORRUPT;
-    }
-    len = used;
-    off = 0;
+    mp_reader_init(&r, buf, len);
+    if (!mp_read_array(&r, &n) || n != 3 || !d_u64(&r, UINT64_MAX, &version) ||
+        version != CMD_FORMAT_VERSION)
+        return CLAWQ_ECORRUPT;
     b = calloc(1, sizeof(*b));
     if (b == NULL)
         return CLAWQ_ENOMEM;
-    if (!msgpack_zone_init(&b->zone, 4096)) {
-        free(b);
-        return CLAWQ_ENOMEM;
-    }
-    r = msgpack_unpack(buf, len, &off, &b->zone, &obj);
-    rc = r == MSGPACK_UNPACK_NOMEM_ERROR ? CLAWQ_ENOMEM : CLAWQ_ECORRUPT;
-    if (r != MSGPACK_UNPACK_SUCCESS || off != len)
-        goto fail;
     rc = CLAWQ_ECORRUPT;
-    if (obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size != 3)
+    /* Every op takes at least a byte: a count past the bytes left is a lie
+     * that must not size an allocation. */
+    if (!d_u64(&r, UINT64_MAX, &b->now_ms) || !mp_read_array(&r, &n_ops) ||
+        n_ops > CMD_MAX_OPS || n_ops > len - r.off)
         goto fail;
-    f = obj.via.array.ptr;
-    if (!d_u64(&f[0], UINT64_MAX, &version) || version != CMD_FORMAT_VERSION ||
-        !d_u64(&f[1], UINT64_MAX, &b->pub.now_ms) ||
-        f[2].type != MSGPACK_OBJECT_ARRAY || f[2].via.array.size > CMD_MAX_OPS)
-        goto fail;
-    ops = f[2].via.array.ptr;
-    b->pub.n_ops = f[2].via.array.size;
-    if (b->pub.n_ops > 0) {
-        b->pub.ops = calloc(b->pub.n_ops, sizeof(cmd_op));
-        if (b->pub.ops == NULL) {
+    b->n_ops = n_ops;
+    if (n_ops > 0) {
+        b->ops = calloc(n_ops, sizeof(cmd_op));
+        if (b->ops == NULL) {
             rc = CLAWQ_ENOMEM;
             goto fail;
         }
     }
-    for (i = 0; i < b->pub.n_ops; i++) {
-        rc = decode_op(&ops[i], &b->pub.ops[i]);
+    for (i = 0; i < n_ops; i++) {
+        rc = decode_op(&r, &b->ops[i]);
         if (rc != 0)
             goto fail;
     }
-    *out = &b->pub;
+    /* What follows the command is its padding: fewer than CMD_ALIGN zeros. */
+    rc = CLAWQ_ECORRUPT;
+    if (len - r.off >= CMD_ALIGN)
+        goto fail;
+    for (off = r.off; off < len; off++) {
+        if (p[off] != 0)
+            goto fail;
+    }
+    *out = b;
     return 0;
 fail:
-    free(b->pub.ops);
-    msgpack_zone_destroy(&b->zone);
+    free(b->ops);
     free(b);
     return rc;
 }
 
-void cmd_batch_free(cmd_batch *pub)
+void cmd_batch_free(cmd_batch *b)
 {
-    struct cmd_batch_priv *b = (struct cmd_batch_priv *)pub;
-
-    if (pub == NULL)
+    if (b == NULL)
         return;
-    free(b->pub.ops);
-    msgpack_zone_destroy(&b->zone);
+    free(b->ops);
     free(b);
 }

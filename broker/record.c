@@ -7,8 +7,6 @@
  */
 #include "record.h"
 
-#include <msgpack.h>
-
 /* Task record keys. Never renumber; append. */
 enum {
     TK_ID = 0,
@@ -129,45 +127,16 @@ bool queue_name_is_valid(cq_bytes name)
 
 /* ---- encoding ---- */
 
-typedef struct enc {
-    msgpack_packer pk;
-    cq_buf *out;
-    int err;
-} enc;
-
-static int enc_write(void *data, const char *buf, size_t len)
+static void enc_u64(mp_writer *w, unsigned key, uint64_t v)
 {
-    enc *e = data;
-    int rc;
-
-    if (e->err != 0)
-        return -1;
-    rc = cq_buf_append(e->out, buf, len);
-    if (rc != 0) {
-        e->err = rc;
-        return -1;
-    }
-    return 0;
+    mp_write_uint(w, key);
+    mp_write_uint(w, v);
 }
 
-static void enc_init(enc *e, cq_buf *out)
+static void enc_bin(mp_writer *w, unsigned key, cq_bytes b)
 {
-    e->out = out;
-    e->err = 0;
-    msgpack_packer_init(&e->pk, e, enc_write);
-}
-
-static void enc_u64(enc *e, unsigned key, uint64_t v)
-{
-    msgpack_pack_uint32(&e->pk, key);
-    msgpack_pack_uint64(&e->pk, v);
-}
-
-static void enc_bin(enc *e, unsigned key, cq_bytes b)
-{
-    msgpack_pack_uint32(&e->pk, key);
-    msgpack_pack_bin(&e->pk, b.len);
-    msgpack_pack_bin_body(&e->pk, b.ptr, b.len);
+    mp_write_uint(w, key);
+    mp_write_bin(w, b);
 }
 
 #define COUNT_U(v) ((v) != 0)
@@ -175,7 +144,7 @@ static void enc_bin(enc *e, unsigned key, cq_bytes b)
 
 int task_rec_encode(const task_rec *t, cq_buf *out)
 {
-    enc e;
+    mp_writer w;
     uint32_t n = 0, i;
 
     n += 1 + COUNT_U(t->qid) + COUNT_U(t->state) + COUNT_U(t->priority) +
@@ -188,15 +157,15 @@ int task_rec_encode(const task_rec *t, cq_buf *out)
          COUNT_B(t->idem_key) + COUNT_B(t->headers) + COUNT_B(t->payload) +
          COUNT_U(t->n_errors) + COUNT_U(t->leased_at_ms);
 
-    enc_init(&e, out);
-    msgpack_pack_map(&e.pk, n);
-    enc_u64(&e, TK_ID, t->id);
+    mp_writer_init(&w, out);
+    mp_write_map(&w, n);
+    enc_u64(&w, TK_ID, t->id);
 #define U(key, v)                                                              \
     if ((v) != 0)                                                              \
-    enc_u64(&e, key, v)
+    enc_u64(&w, key, v)
 #define B(key, b)                                                              \
     if ((b).len != 0)                                                          \
-    enc_bin(&e, key, b)
+    enc_bin(&w, key, b)
     U(TK_QID, t->qid);
     U(TK_STATE, t->state);
     U(TK_PRIORITY, t->priority);
@@ -220,325 +189,120 @@ int task_rec_encode(const task_rec *t, cq_buf *out)
     B(TK_PAYLOAD, t->payload);
     if (t->n_errors != 0) {
         CLAWQ_ASSERT(t->n_errors <= TASK_MAX_ERRORS);
-        msgpack_pack_uint32(&e.pk, TK_ERRORS);
-        msgpack_pack_array(&e.pk, t->n_errors);
+        mp_write_uint(&w, TK_ERRORS);
+        mp_write_array(&w, t->n_errors);
         for (i = 0; i < t->n_errors; i++) {
             const task_error *er = &t->errors[i];
-            msgpack_pack_array(&e.pk, 3);
-            msgpack_pack_uint64(&e.pk, er->at_ms);
-            msgpack_pack_uint32(&e.pk, er->attempt);
-            msgpack_pack_bin(&e.pk, er->msg.len);
-            msgpack_pack_bin_body(&e.pk, er->msg.ptr, er->msg.len);
+            mp_write_array(&w, 3);
+            mp_write_uint(&w, er->at_ms);
+            mp_write_uint(&w, er->attempt);
+            mp_write_bin(&w, er->msg);
         }
     }
-    return e.err;
+    return w.err;
 }
 
 int queue_rec_encode(const queue_rec *q, cq_buf *out)
 {
     const queue_settings *s = &q->settings;
     const queue_counters *c = &q->counters;
-    enc e;
+    mp_writer w;
 
     /* Settings are always written (a zero is a real value there). */
-    enc_init(&e, out);
-    msgpack_pack_map(&e.pk, 3 + 8 + 12 + (q->workers.at_ms != 0 ? 5 : 0));
-    enc_u64(&e, QK_QID, q->qid);
-    enc_u64(&e, QK_CREATED, q->created_ms);
-    enc_u64(&e, QK_OLDEST_READY, q->oldest_ready_ms);
-    enc_u64(&e, QK_LEASE_MS, s->lease_ms);
-    enc_u64(&e, QK_MAX_ATTEMPTS, s->max_attempts);
-    enc_u64(&e, QK_BACKOFF_BASE, s->backoff_base_ms);
-    enc_u64(&e, QK_BACKOFF_MAX, s->backoff_max_ms);
-    enc_u64(&e, QK_MAX_DEPTH, s->max_depth);
-    enc_u64(&e, QK_MAX_PAYLOAD, s->max_payload);
-    enc_u64(&e, QK_DEDUP_WINDOW, s->dedup_window_ms);
-    enc_u64(&e, QK_PAUSED, s->paused);
-    enc_u64(&e, QK_READY, c->ready);
-    enc_u64(&e, QK_DELAYED, c->delayed);
-    enc_u64(&e, QK_LEASED, c->leased);
-    enc_u64(&e, QK_DEAD, c->dead);
-    enc_u64(&e, QK_PUT_TOTAL, c->put_total);
-    enc_u64(&e, QK_DEDUPED_TOTAL, c->deduped_total);
-    enc_u64(&e, QK_LEASED_TOTAL, c->leased_total);
-    enc_u64(&e, QK_ACKED_TOTAL, c->acked_total);
-    enc_u64(&e, QK_NACKED_TOTAL, c->nacked_total);
-    enc_u64(&e, QK_FAILED_TOTAL, c->failed_total);
-    enc_u64(&e, QK_EXPIRED_TOTAL, c->expired_total);
-    enc_u64(&e, QK_DEAD_TOTAL, c->dead_total);
+    mp_writer_init(&w, out);
+    mp_write_map(&w, 3 + 8 + 12 + (q->workers.at_ms != 0 ? 5 : 0));
+    enc_u64(&w, QK_QID, q->qid);
+    enc_u64(&w, QK_CREATED, q->created_ms);
+    enc_u64(&w, QK_OLDEST_READY, q->oldest_ready_ms);
+    enc_u64(&w, QK_LEASE_MS, s->lease_ms);
+    enc_u64(&w, QK_MAX_ATTEMPTS, s->max_attempts);
+    enc_u64(&w, QK_BACKOFF_BASE, s->backoff_base_ms);
+    enc_u64(&w, QK_BACKOFF_MAX, s->backoff_max_ms);
+    enc_u64(&w, QK_MAX_DEPTH, s->max_depth);
+    enc_u64(&w, QK_MAX_PAYLOAD, s->max_payload);
+    enc_u64(&w, QK_DEDUP_WINDOW, s->dedup_window_ms);
+    enc_u64(&w, QK_PAUSED, s->paused);
+    enc_u64(&w, QK_READY, c->ready);
+    enc_u64(&w, QK_DELAYED, c->delayed);
+    enc_u64(&w, QK_LEASED, c->leased);
+    enc_u64(&w, QK_DEAD, c->dead);
+    enc_u64(&w, QK_PUT_TOTAL, c->put_total);
+    enc_u64(&w, QK_DEDUPED_TOTAL, c->deduped_total);
+    enc_u64(&w, QK_LEASED_TOTAL, c->leased_total);
+    enc_u64(&w, QK_ACKED_TOTAL, c->acked_total);
+    enc_u64(&w, QK_NACKED_TOTAL, c->nacked_total);
+    enc_u64(&w, QK_FAILED_TOTAL, c->failed_total);
+    enc_u64(&w, QK_EXPIRED_TOTAL, c->expired_total);
+    enc_u64(&w, QK_DEAD_TOTAL, c->dead_total);
     if (q->workers.at_ms != 0) {
-        enc_u64(&e, QK_W_WORKERS, q->workers.workers);
-        enc_u64(&e, QK_W_MEDIAN, q->workers.median_capacity);
-        enc_u64(&e, QK_W_CAPACITY, q->workers.capacity);
-        enc_u64(&e, QK_W_INFLIGHT, q->workers.inflight);
-        enc_u64(&e, QK_W_AT, q->workers.at_ms);
+        enc_u64(&w, QK_W_WORKERS, q->workers.workers);
+        enc_u64(&w, QK_W_MEDIAN, q->workers.median_capacity);
+        enc_u64(&w, QK_W_CAPACITY, q->workers.capacity);
+        enc_u64(&w, QK_W_INFLIGHT, q->workers.inflight);
+        enc_u64(&w, QK_W_AT, q->workers.at_ms);
     }
-    return e.err;
+    return w.err;
 }
 
 /* ---- decoding ---- */
 
-bool mp_is_bounded(const void *buf, size_t len, unsigned max_depth)
+static bool get_u64(mp_reader *r, uint64_t max, uint64_t *out)
 {
-    size_t used;
-    return mp_span(buf, len, max_depth, &used) && used == len;
+    return mp_read_uint(r, max, out);
 }
 
-bool mp_span(const void *buf, size_t len, unsigned max_depth, size_t *used)
+static bool get_u32(mp_reader *r, uint32_t *out)
 {
-    const uint8_t *p = buf;
-    size_t off = 0;
-    /* Objects still to read at each open depth. */
-    uint64_t todo[33];
-    unsigned depth = 0;
-
-    if (max_depth > 32)
-        max_depth = 32;
-    todo[0] = 1;
-    while (depth > 0 || todo[0] > 0) {
-        uint64_t n = 0, skip = 0;
-        unsigned mult = 0; /* 1 array, 2 map */
-        uint8_t b;
-
-        if (todo[depth] == 0) {
-            depth--;
-            continue;
-        }
-        todo[depth]--;
-        if (off >= len)
-            return false;
-        b = p[off++];
-#define NEED(k)                                                                \
-    if (len - off < (k))                                                       \
-    return false
-        if (b <= 0x7f || b >= 0xe0 || (b >= 0xc0 && b <= 0xc3)) {
-            if (b == 0xc1)
-                return false;
-        } else if (b >= 0x80 && b <= 0x8f) {
-            n = b & 0x0f, mult = 2;
-        } else if (b >= 0x90 && b <= 0x9f) {
-            n = b & 0x0f, mult = 1;
-        } else if (b >= 0xa0 && b <= 0xbf) {
-            skip = b & 0x1f;
-        } else {
-            switch (b) {
-            case 0xc4:
-            case 0xd9:
-                NEED(1);
-                skip = p[off];
-                off += 1;
-                break;
-            case 0xc5:
-            case 0xda:
-                NEED(2);
-                skip = ((uint64_t)p[off] << 8) | p[off + 1];
-                off += 2;
-                break;
-            case 0xc6:
-            case 0xdb:
-                NEED(4);
-                skip = cq_get_be32(p + off);
-                off += 4;
-                break;
-            case 0xc7:
-                NEED(1);
-                skip = 1 + (uint64_t)p[off];
-                off += 1;
-                break;
-            case 0xc8:
-                NEED(2);
-                skip = 1 + (((uint64_t)p[off] << 8) | p[off + 1]);
-                off += 2;
-                break;
-            case 0xc9:
-                NEED(4);
-                skip = 1 + (uint64_t)cq_get_be32(p + off);
-                off += 4;
-                break;
-            case 0xca:
-                skip = 4;
-                break;
-            case 0xcb:
-                skip = 8;
-                break;
-            case 0xcc:
-            case 0xd0:
-                skip = 1;
-                break;
-            case 0xcd:
-            case 0xd1:
-                skip = 2;
-                break;
-            case 0xce:
-            case 0xd2:
-                skip = 4;
-                break;
-            case 0xcf:
-            case 0xd3:
-                skip = 8;
-                break;
-            case 0xd4:
-                skip = 2;
-                break;
-            case 0xd5:
-                skip = 3;
-                break;
-            case 0xd6:
-                skip = 5;
-                break;
-            case 0xd7:
-                skip = 9;
-                break;
-            case 0xd8:
-                skip = 17;
-                break;
-            case 0xdc:
-                NEED(2);
-                n = ((uint64_t)p[off] << 8) | p[off + 1];
-                off += 2;
-                mult = 1;
-                break;
-            case 0xdd:
-                NEED(4);
-                n = cq_get_be32(p + off);
-                off += 4;
-                mult = 1;
-                break;
-            case 0xde:
-                NEED(2);
-                n = ((uint64_t)p[off] << 8) | p[off + 1];
-                off += 2;
-                mult = 2;
-                break;
-            case 0xdf:
-                NEED(4);
-                n = cq_get_be32(p + off);
-                off += 4;
-                mult = 2;
-                break;
-            default:
-                return false;
-            }
-        }
-#undef NEED
-        if (skip > len - off)
-            return false;
-        off += skip;
-        if (mult != 0 && n > 0) {
-            n *= mult;
-            /* Every element takes at least one byte. */
-            if (n > len - off || depth + 1 > max_depth)
-                return false;
-            todo[++depth] = n;
-        }
-    }
-    *used = off;
+    uint64_t x;
+    if (!mp_read_uint(r, UINT32_MAX, &x))
+        return false;
+    *out = (uint32_t)x;
     return true;
 }
 
-/* Unpacks one msgpack object spanning exactly [buf, buf+len) into a zone
- * the caller destroys. */
-static int unpack_whole(const void *buf, size_t len, msgpack_zone *zone,
-                        msgpack_object *obj)
+static bool get_u8(mp_reader *r, uint64_t max, uint8_t *out)
 {
-    size_t off = 0;
-    msgpack_unpack_return r;
-
-    if (!mp_is_bounded(buf, len, 4))
-        return CLAWQ_ECORRUPT;
-    if (!msgpack_zone_init(zone, 1024))
-        return CLAWQ_ENOMEM;
-    r = msgpack_unpack(buf, len, &off, zone, obj);
-    if (r == MSGPACK_UNPACK_NOMEM_ERROR) {
-        msgpack_zone_destroy(zone);
-        return CLAWQ_ENOMEM;
-    }
-    if (r != MSGPACK_UNPACK_SUCCESS || off != len) {
-        msgpack_zone_destroy(zone);
-        return CLAWQ_ECORRUPT;
-    }
-    return 0;
-}
-
-static bool get_u64(const msgpack_object *o, uint64_t max, uint64_t *out)
-{
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > max)
+    uint64_t x;
+    if (!mp_read_uint(r, max, &x))
         return false;
-    *out = o->via.u64;
+    *out = (uint8_t)x;
     return true;
 }
 
-static bool get_bytes(const msgpack_object *o, cq_bytes *out)
+static bool decode_errors(mp_reader *r, task_rec *t)
 {
-    if (o->type == MSGPACK_OBJECT_BIN) {
-        *out = cq_bytes_of(o->via.bin.ptr, o->via.bin.size);
-        return true;
-    }
-    if (o->type == MSGPACK_OBJECT_STR) {
-        *out = cq_bytes_of(o->via.str.ptr, o->via.str.size);
-        return true;
-    }
-    return false;
-}
+    uint32_t i, n, k;
 
-static bool decode_errors(const msgpack_object *o, task_rec *t)
-{
-    uint32_t i;
-    uint64_t v;
-
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > TASK_MAX_ERRORS)
+    if (!mp_read_array(r, &n) || n > TASK_MAX_ERRORS)
         return false;
-    for (i = 0; i < o->via.array.size; i++) {
-        const msgpack_object *e = &o->via.array.ptr[i];
+    for (i = 0; i < n; i++) {
         task_error *er = &t->errors[i];
-        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 3 ||
-            !get_u64(&e->via.array.ptr[0], UINT64_MAX, &er->at_ms) ||
-            !get_u64(&e->via.array.ptr[1], UINT32_MAX, &v) ||
-            !get_bytes(&e->via.array.ptr[2], &er->msg))
+        if (!mp_read_array(r, &k) || k != 3 ||
+            !get_u64(r, UINT64_MAX, &er->at_ms) || !get_u32(r, &er->attempt) ||
+            !mp_read_bytes(r, &er->msg))
             return false;
-        er->attempt = (uint32_t)v;
     }
-    t->n_errors = o->via.array.size;
+    t->n_errors = n;
     return true;
 }
 
-static bool task_field(task_rec *t, uint64_t key, const msgpack_object *v)
+static bool task_field(task_rec *t, uint64_t key, mp_reader *v)
 {
-    uint64_t x = 0;
-
     switch (key) {
     case TK_ID:
         return get_u64(v, UINT64_MAX, &t->id);
     case TK_QID:
-        if (!get_u64(v, UINT32_MAX, &x))
-            return false;
-        t->qid = (uint32_t)x;
-        return true;
+        return get_u32(v, &t->qid);
     case TK_STATE:
-        if (!get_u64(v, TASK_DEAD, &x))
-            return false;
-        t->state = (uint8_t)x;
-        return true;
+        return get_u8(v, TASK_DEAD, &t->state);
     case TK_PRIORITY:
-        if (!get_u64(v, 255, &x))
-            return false;
-        t->priority = (uint8_t)x;
-        return true;
+        return get_u8(v, 255, &t->priority);
     case TK_DEAD_REASON:
-        if (!get_u64(v, 255, &x))
-            return false;
-        t->dead_reason = (uint8_t)x;
-        return true;
+        return get_u8(v, 255, &t->dead_reason);
     case TK_ATTEMPT:
-        if (!get_u64(v, UINT32_MAX, &x))
-            return false;
-        t->attempt = (uint32_t)x;
-        return true;
+        return get_u32(v, &t->attempt);
     case TK_MAX_ATTEMPTS:
-        if (!get_u64(v, UINT32_MAX, &x))
-            return false;
-        t->max_attempts = (uint32_t)x;
-        return true;
+        return get_u32(v, &t->max_attempts);
     case TK_CREATED:
         return get_u64(v, UINT64_MAX, &t->created_ms);
     case TK_RUN_AT:
@@ -558,53 +322,44 @@ static bool task_field(task_rec *t, uint64_t key, const msgpack_object *v)
     case TK_DEAD_AT:
         return get_u64(v, UINT64_MAX, &t->dead_at_ms);
     case TK_WORKER:
-        return get_bytes(v, &t->worker);
+        return mp_read_bytes(v, &t->worker);
     case TK_CHECKPOINT:
-        return get_bytes(v, &t->checkpoint);
+        return mp_read_bytes(v, &t->checkpoint);
     case TK_IDEM_KEY:
-        return get_bytes(v, &t->idem_key);
+        return mp_read_bytes(v, &t->idem_key);
     case TK_HEADERS:
-        return get_bytes(v, &t->headers);
+        return mp_read_bytes(v, &t->headers);
     case TK_PAYLOAD:
-        return get_bytes(v, &t->payload);
+        return mp_read_bytes(v, &t->payload);
     case TK_ERRORS:
         return decode_errors(v, t);
     case TK_LEASED_AT:
         return get_u64(v, UINT64_MAX, &t->leased_at_ms);
     default:
-        return true; /* a newer writer's field: skip */
+        return mp_skip(v, 3); /* a newer writer's field */
     }
 }
 
-/* Decodes a msgpack map with integer keys, handing each pair to field(). */
+/* Decodes a msgpack map with integer keys, handing each value to field()
+ * to read. Records nest at most 4 containers deep. */
 static int decode_map(const void *buf, size_t len, void *out,
-                      bool (*field)(void *out, uint64_t key,
-                                    const msgpack_object *v))
+                      bool (*field)(void *out, uint64_t key, mp_reader *r))
 {
-    msgpack_zone zone;
-    msgpack_object obj;
-    uint32_t i;
-    int rc;
+    mp_reader r;
+    uint64_t key;
+    uint32_t i, n;
 
-    rc = unpack_whole(buf, len, &zone, &obj);
-    if (rc != 0)
-        return rc;
-    rc = CLAWQ_ECORRUPT;
-    if (obj.type != MSGPACK_OBJECT_MAP)
-        goto done;
-    for (i = 0; i < obj.via.map.size; i++) {
-        const msgpack_object_kv *kv = &obj.via.map.ptr[i];
-        if (kv->key.type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-            !field(out, kv->key.via.u64, &kv->val))
-            goto done;
+    mp_reader_init(&r, buf, len);
+    if (!mp_read_map(&r, &n))
+        return CLAWQ_ECORRUPT;
+    for (i = 0; i < n; i++) {
+        if (!mp_read_uint(&r, UINT64_MAX, &key) || !field(out, key, &r))
+            return CLAWQ_ECORRUPT;
     }
-    rc = 0;
-done:
-    msgpack_zone_destroy(&zone);
-    return rc;
+    return mp_reader_done(&r) ? 0 : CLAWQ_ECORRUPT;
 }
 
-static bool task_field_cb(void *out, uint64_t key, const msgpack_object *v)
+static bool task_field_cb(void *out, uint64_t key, mp_reader *v)
 {
     return task_field(out, key, v);
 }
@@ -615,16 +370,7 @@ int task_rec_decode(const void *buf, size_t len, task_rec *out)
     return decode_map(buf, len, out, task_field_cb);
 }
 
-static bool u32_field(const msgpack_object *v, uint32_t *out)
-{
-    uint64_t x;
-    if (!get_u64(v, UINT32_MAX, &x))
-        return false;
-    *out = (uint32_t)x;
-    return true;
-}
-
-static bool queue_field(queue_rec *q, uint64_t key, const msgpack_object *v)
+static bool queue_field(queue_rec *q, uint64_t key, mp_reader *v)
 {
     queue_settings *s = &q->settings;
     queue_counters *c = &q->counters;
@@ -632,23 +378,23 @@ static bool queue_field(queue_rec *q, uint64_t key, const msgpack_object *v)
 
     switch (key) {
     case QK_QID:
-        return u32_field(v, &q->qid);
+        return get_u32(v, &q->qid);
     case QK_CREATED:
         return get_u64(v, UINT64_MAX, &q->created_ms);
     case QK_OLDEST_READY:
         return get_u64(v, UINT64_MAX, &q->oldest_ready_ms);
     case QK_LEASE_MS:
-        return u32_field(v, &s->lease_ms);
+        return get_u32(v, &s->lease_ms);
     case QK_MAX_ATTEMPTS:
-        return u32_field(v, &s->max_attempts);
+        return get_u32(v, &s->max_attempts);
     case QK_BACKOFF_BASE:
-        return u32_field(v, &s->backoff_base_ms);
+        return get_u32(v, &s->backoff_base_ms);
     case QK_BACKOFF_MAX:
-        return u32_field(v, &s->backoff_max_ms);
+        return get_u32(v, &s->backoff_max_ms);
     case QK_MAX_DEPTH:
         return get_u64(v, UINT64_MAX, &s->max_depth);
     case QK_MAX_PAYLOAD:
-        return u32_field(v, &s->max_payload);
+        return get_u32(v, &s->max_payload);
     case QK_DEDUP_WINDOW:
         return get_u64(v, UINT64_MAX, &s->dedup_window_ms);
     case QK_PAUSED:
@@ -681,9 +427,9 @@ static bool queue_field(queue_rec *q, uint64_t key, const msgpack_object *v)
     case QK_DEAD_TOTAL:
         return get_u64(v, UINT64_MAX, &c->dead_total);
     case QK_W_WORKERS:
-        return u32_field(v, &q->workers.workers);
+        return get_u32(v, &q->workers.workers);
     case QK_W_MEDIAN:
-        return u32_field(v, &q->workers.median_capacity);
+        return get_u32(v, &q->workers.median_capacity);
     case QK_W_CAPACITY:
         return get_u64(v, UINT64_MAX, &q->workers.capacity);
     case QK_W_INFLIGHT:
@@ -691,11 +437,11 @@ static bool queue_field(queue_rec *q, uint64_t key, const msgpack_object *v)
     case QK_W_AT:
         return get_u64(v, UINT64_MAX, &q->workers.at_ms);
     default:
-        return true;
+        return mp_skip(v, 3);
     }
 }
 
-static bool queue_field_cb(void *out, uint64_t key, const msgpack_object *v)
+static bool queue_field_cb(void *out, uint64_t key, mp_reader *v)
 {
     return queue_field(out, key, v);
 }

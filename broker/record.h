@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mp.h"
 #include "util.h"
 
 enum task_state {
@@ -130,16 +131,6 @@ int queue_rec_encode(const queue_rec *q, cq_buf *out);
 /* Decoders return 0 or CLAWQ_ECORRUPT; they never read past len. */
 int task_rec_decode(const void *buf, size_t len, task_rec *out);
 int queue_rec_decode(const void *buf, size_t len, queue_rec *out);
-
-/* True when buf holds exactly one well-formed msgpack object, nested at
- * most max_depth (<= 32) containers deep, whose container counts fit in the
- * bytes that remain. Run before msgpack_unpack on untrusted bytes:
- * msgpack-c allocates room for a claimed count before reading it. */
-bool mp_is_bounded(const void *buf, size_t len, unsigned max_depth);
-
-/* Like mp_is_bounded for the first object of buf, which may be followed by
- * other bytes: true with its length in *used. */
-bool mp_span(const void *buf, size_t len, unsigned max_depth, size_t *used);
 
 /* Key layouts (big-endian, so byte order is numeric order). Each writes
  * into `key`, which must hold the stated size, and returns the length. */
