@@ -4,9 +4,9 @@
  * entry decodes and re-encodes several of them. msgpack-c's object API
  * allocates a zone for each decode and its packer calls back once per
  * token; for records of a few dozen small fields that was 13 % of
- * clawqd's instructions per task (callgrind, W1 batch 1). This reader walks the bytes where they
- * lie and the writer appends to a cq_buf, neither allocating (beyond the
- * buffer's growth).
+ * clawqd's instructions per task (callgrind, W1 batch 1). This reader
+ * walks the bytes where they lie and the writer appends to a cq_buf,
+ * neither allocating (beyond the buffer's growth).
  *
  * The reader never reads past its buffer: every call checks the bytes it
  * needs and returns false on a short buffer or an unexpected type, after

@@ -10,14 +10,13 @@
 #include "mp.h"
 
 static const uint64_t uints[] = {
-    0,          1,          0x7f,       0x80,      0xff,
-    0x100,      0xffff,     0x10000,    0xffffffff, 0x100000000ull,
-    UINT64_MAX,
+    0,      1,       0x7f,       0x80,           0xff,       0x100,
+    0xffff, 0x10000, 0xffffffff, 0x100000000ull, UINT64_MAX,
 };
 static const int64_t ints[] = {
-    0,          -1,         -32,        -33,       -128,
-    -129,       -32768,     -32769,     INT32_MIN, (int64_t)INT32_MIN - 1,
-    INT64_MIN,  127,        128,        INT64_MAX,
+    0,         -1,     -32,    -33,       -128,
+    -129,      -32768, -32769, INT32_MIN, (int64_t)INT32_MIN - 1,
+    INT64_MIN, 127,    128,    INT64_MAX,
 };
 static const size_t lens[] = {0, 1, 31, 32, 255, 256, 65535, 65536};
 static const uint32_t counts[] = {0, 15, 16, 65535, 65536};
@@ -168,9 +167,8 @@ END_TEST
 START_TEST(test_reader_type_and_range_checks)
 {
     /* 300 as uint16, -1, a 3-byte str "abc", a fixarray of 1, a float */
-    static const uint8_t buf[] = {0xcd, 0x01, 0x2c, 0xff, 0xa3, 'a',
-                                  'b',  'c',  0x91, 0x01, 0xca, 0,
-                                  0,    0,    0};
+    static const uint8_t buf[] = {0xcd, 0x01, 0x2c, 0xff, 0xa3, 'a', 'b', 'c',
+                                  0x91, 0x01, 0xca, 0,    0,    0,   0};
     mp_reader r;
     uint64_t u;
     int64_t s;
