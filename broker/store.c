@@ -44,6 +44,18 @@ struct store_txn {
     bool write;
 };
 
+struct store_cursor {
+    MDB_cursor *cur;
+    store *s;
+    store_db db;
+    bool read; /* of a read-only transaction: kept for reuse when closed */
+};
+
+/* Every applied entry reads the store again (the scheduler's next due time,
+ * the stats of a pull's queue): a read transaction and a few cursors each
+ * time, ~4,000 instructions in malloc, free and LMDB's setup. A closed read
+ * transaction is kept reset and a closed read-only cursor kept open (one of
+ * each per database), and the next read renews them. */
 struct store {
     MDB_env *env;
     MDB_dbi dbi[STORE_DB_COUNT];
@@ -51,10 +63,8 @@ struct store {
     size_t map_max;
     int pins; /* pinned snapshots: the map may not move */
     struct store_txn wtxn;
-};
-
-struct store_cursor {
-    MDB_cursor *cur;
+    store_txn *read_spare;                      /* reset, or NULL */
+    store_cursor *cursor_spare[STORE_DB_COUNT]; /* open, unbound, or NULL */
 };
 
 struct store_snap {
@@ -270,9 +280,21 @@ fail:
 
 void store_close(store *s)
 {
+    int db;
+
     if (s == NULL)
         return;
     CLAWQ_ASSERT(s->pins == 0 && s->wtxn.txn == NULL);
+    for (db = 0; db < STORE_DB_COUNT; db++) {
+        if (s->cursor_spare[db] != NULL) {
+            mdb_cursor_close(s->cursor_spare[db]->cur);
+            free(s->cursor_spare[db]);
+        }
+    }
+    if (s->read_spare != NULL) {
+        mdb_txn_abort(s->read_spare->txn);
+        free(s->read_spare);
+    }
     mdb_env_close(s->env);
     free(s);
 }
@@ -354,6 +376,15 @@ int store_txn_begin(store *s, bool write, store_txn **out)
     if (write) {
         CLAWQ_ASSERT(s->wtxn.txn == NULL);
         t = &s->wtxn;
+    } else if (s->read_spare != NULL) {
+        t = s->read_spare;
+        s->read_spare = NULL;
+        rc = mdb_txn_renew(t->txn);
+        if (rc == 0) {
+            *out = t;
+            return 0;
+        }
+        mdb_txn_abort(t->txn); /* start over with a new one */
     } else {
         t = malloc(sizeof(*t));
         if (t == NULL)
@@ -372,26 +403,36 @@ int store_txn_begin(store *s, bool write, store_txn **out)
     return 0;
 }
 
-static void txn_release(store_txn *t)
-{
-    t->txn = NULL;
-    if (!t->write)
-        free(t);
-}
-
 int store_txn_commit(store_txn *t)
 {
-    int rc = mdb_txn_commit(t->txn);
-    txn_release(t);
+    int rc;
+
+    if (!t->write) { /* nothing to commit: the same as an abort */
+        store_txn_abort(t);
+        return 0;
+    }
+    rc = mdb_txn_commit(t->txn);
+    t->txn = NULL;
     return err_from_mdb(rc);
 }
 
 void store_txn_abort(store_txn *t)
 {
+    store *s;
+
     if (t == NULL)
         return;
-    mdb_txn_abort(t->txn);
-    txn_release(t);
+    s = t->s;
+    if (t->write) {
+        mdb_txn_abort(t->txn);
+        t->txn = NULL;
+    } else if (s->read_spare == NULL) {
+        mdb_txn_reset(t->txn);
+        s->read_spare = t;
+    } else {
+        mdb_txn_abort(t->txn);
+        free(t);
+    }
 }
 
 int store_get(store_txn *t, store_db db, cq_bytes key, cq_bytes *val)
@@ -418,12 +459,28 @@ int store_del(store_txn *t, store_db db, cq_bytes key)
 
 int store_cursor_open(store_txn *t, store_db db, store_cursor **out)
 {
-    store_cursor *c = malloc(sizeof(*c));
+    store *s = t->s;
+    store_cursor *c;
     int rc;
 
-    if (c == NULL)
-        return CLAWQ_ENOMEM;
-    rc = mdb_cursor_open(t->txn, t->s->dbi[db], &c->cur);
+    if (!t->write && s->cursor_spare[db] != NULL) {
+        c = s->cursor_spare[db];
+        s->cursor_spare[db] = NULL;
+        rc = mdb_cursor_renew(t->txn, c->cur);
+        if (rc == 0) {
+            *out = c;
+            return 0;
+        }
+        mdb_cursor_close(c->cur); /* start over with a new one */
+    } else {
+        c = malloc(sizeof(*c));
+        if (c == NULL)
+            return CLAWQ_ENOMEM;
+    }
+    c->s = s;
+    c->db = db;
+    c->read = !t->write;
+    rc = mdb_cursor_open(t->txn, s->dbi[db], &c->cur);
     if (rc != 0) {
         free(c);
         return err_from_mdb(rc);
@@ -436,6 +493,10 @@ void store_cursor_close(store_cursor *c)
 {
     if (c == NULL)
         return;
+    if (c->read && c->s->cursor_spare[c->db] == NULL) {
+        c->s->cursor_spare[c->db] = c; /* renewed by the next read */
+        return;
+    }
     mdb_cursor_close(c->cur);
     free(c);
 }

@@ -7,9 +7,10 @@
  * (MDB_NOTFOUND -> CLAWQ_ENOT_FOUND, MDB_MAP_FULL -> CLAWQ_ESTORAGE_FULL,
  * corruption -> CLAWQ_ECORRUPT, anything else -> CLAWQ_EIO).
  *
- * Threading: one thread writes (the loop). Read transactions are not tied
- * to a thread (MDB_NOTLS), so a snapshot pinned on the loop may be
- * serialised on a worker thread.
+ * Threading: store_txn and store_cursor calls come from one thread (the
+ * loop): closed read transactions and cursors are kept for the next read
+ * to renew. Read transactions are not tied to a thread (MDB_NOTLS), so a
+ * snapshot pinned on the loop may be serialised on a worker thread.
  *
  * Memory: values returned by store_get and cursors point into the map and
  * are valid until the transaction ends or the next write in it.

@@ -435,6 +435,67 @@ START_TEST(test_cursor)
 }
 END_TEST
 
+/* Closed read transactions and read-only cursors are kept and renewed by
+ * the next read: each renewal must see the latest commit, reads may
+ * overlap (one spare each is kept, the rest freed), and a cursor may be
+ * closed after its transaction. */
+START_TEST(test_read_handles_reused)
+{
+    char *dir = th_tmpdir();
+    store *s = th_store_open(dir, true);
+    store_txn *t = NULL, *r1 = NULL, *r2 = NULL;
+    store_cursor *c1 = NULL, *c2 = NULL;
+    cq_bytes k, v;
+    uint8_t key[8];
+
+    for (uint64_t i = 1; i <= 50; i++) {
+        ck_assert_int_eq(store_txn_begin(s, true, &t), 0);
+        cq_put_be64(key, i);
+        ck_assert_int_eq(store_put(t, STORE_DB_LEASES, cq_bytes_of(key, 8),
+                                   cq_bytes_of(key, 8)),
+                         0);
+        ck_assert_int_eq(store_txn_commit(t), 0);
+
+        /* Two reads at once, each with a cursor on the same database. */
+        ck_assert_int_eq(store_txn_begin(s, false, &r1), 0);
+        ck_assert_int_eq(store_txn_begin(s, false, &r2), 0);
+        ck_assert_ptr_ne(r1, r2);
+        ck_assert_int_eq(store_cursor_open(r1, STORE_DB_LEASES, &c1), 0);
+        ck_assert_int_eq(store_cursor_open(r2, STORE_DB_LEASES, &c2), 0);
+        ck_assert_ptr_ne(c1, c2);
+        /* The newest key is the last one: seek past the previous. */
+        ck_assert_int_eq(store_cursor_seek(c1, cq_bytes_of(key, 8), &k, &v), 0);
+        ck_assert_uint_eq(cq_get_be64(k.ptr), i);
+        ck_assert_int_eq(store_cursor_seek(c2, cq_bytes_of(NULL, 0), &k, &v),
+                         0);
+        ck_assert_uint_eq(cq_get_be64(k.ptr), 1);
+        ck_assert_int_eq(
+            store_get(r2, STORE_DB_LEASES, cq_bytes_of(key, 8), &v), 0);
+        ck_assert_int_eq(store_cursor_next(c1, &k, &v), CLAWQ_ENOT_FOUND);
+        /* One cursor closed before its transaction ends, one after. */
+        store_cursor_close(c1);
+        if (i % 2 == 0) {
+            store_txn_abort(r1);
+            ck_assert_int_eq(store_txn_commit(r2), 0);
+        } else {
+            ck_assert_int_eq(store_txn_commit(r2), 0);
+            store_txn_abort(r1);
+        }
+        store_cursor_close(c2);
+    }
+    /* A write transaction's cursors are never kept: they end with it. */
+    ck_assert_int_eq(store_txn_begin(s, true, &t), 0);
+    ck_assert_int_eq(store_cursor_open(t, STORE_DB_LEASES, &c1), 0);
+    ck_assert_int_eq(store_cursor_seek(c1, cq_bytes_of(NULL, 0), &k, &v), 0);
+    ck_assert_int_eq(store_cursor_del(c1), 0);
+    store_cursor_close(c1);
+    ck_assert_int_eq(store_txn_commit(t), 0);
+    ck_assert_uint_eq(count_of(s, STORE_DB_LEASES), 49);
+    store_close(s);
+    th_rmdir(dir);
+}
+END_TEST
+
 START_TEST(test_schema_and_reopen)
 {
     char *dir = th_tmpdir();
@@ -1320,6 +1381,7 @@ static Suite *store_suite(void)
         {"put_get_del", test_put_get_del},
         {"null_noops", test_null_noops},
         {"cursor", test_cursor},
+        {"read_handles_reused", test_read_handles_reused},
         {"schema_and_reopen", test_schema_and_reopen},
         {"map_grow_direct", test_map_grow_direct},
         {"snapshot_roundtrip", test_snapshot_roundtrip},
