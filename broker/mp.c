@@ -215,29 +215,47 @@ bool mp_skip(mp_reader *r, unsigned max_depth)
 /* Room for n more bytes, or NULL with the error kept. */
 static uint8_t *room(mp_writer *w, size_t n)
 {
+    cq_buf *b = w->out;
     int rc;
 
+    if (w->err == 0 && b->cap - b->len >= n)
+        return b->ptr + b->len;
     if (w->err != 0)
         return NULL;
-    rc = cq_buf_reserve(w->out, n);
+    rc = cq_buf_reserve(b, n);
     if (rc != 0) {
         w->err = rc;
         return NULL;
     }
-    return w->out->ptr + w->out->len;
+    return b->ptr + b->len;
 }
 
-/* A 1-byte tag followed by n big-endian bytes of v. */
+/* A 1-byte tag followed by n (0, 1, 2, 4 or 8) big-endian bytes of v. */
 static void put_tagged(mp_writer *w, uint8_t tag, uint64_t v, size_t n)
 {
     uint8_t *p = room(w, 1 + n);
-    size_t i;
 
     if (p == NULL)
         return;
     p[0] = tag;
-    for (i = 0; i < n; i++)
-        p[1 + i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+    switch (n) {
+    case 0:
+        break;
+    case 1:
+        p[1] = (uint8_t)v;
+        break;
+    case 2:
+        p[1] = (uint8_t)(v >> 8);
+        p[2] = (uint8_t)v;
+        break;
+    case 4:
+        cq_put_be32(p + 1, (uint32_t)v);
+        break;
+    default:
+        CLAWQ_ASSERT(n == 8);
+        cq_put_be64(p + 1, v);
+        break;
+    }
     w->out->len += 1 + n;
 }
 
