@@ -91,6 +91,15 @@ static int arena_copy(fsm_result *r, cq_bytes src, cq_bytes *dst)
     return 0;
 }
 
+/* An apply's working buffers (the queues it touched, the record being
+ * decoded and the encoder's output), kept in the result between calls:
+ * each apply would otherwise allocate and grow them again. */
+struct fsm_scratch {
+    struct qentry *queues;
+    size_t cap_queues;
+    cq_buf rec, enc;
+};
+
 void fsm_result_init(fsm_result *r)
 {
     memset(r, 0, sizeof(*r));
@@ -113,6 +122,45 @@ void fsm_result_reset(fsm_result *r)
     }
 }
 
+#define RESULT_KEEP 1024 /* ops and tasks a trimmed result keeps room for */
+
+void fsm_result_trim(fsm_result *r)
+{
+    struct arena_block *b, *next;
+
+    fsm_result_reset(r);
+    if (r->arena != NULL && r->arena->head != NULL) {
+        b = r->arena->head;
+        if (b->cap > ARENA_BLOCK) { /* one large lease's: drop them all */
+            next = b;
+            r->arena->head = r->arena->cur = NULL;
+        } else {
+            next = b->next;
+            b->next = NULL;
+        }
+        for (; next != NULL; next = b) {
+            b = next->next;
+            free(next);
+        }
+    }
+    if (r->scratch != NULL) { /* records past 64 KiB are rare */
+        if (r->scratch->rec.cap > ARENA_BLOCK)
+            cq_buf_fini(&r->scratch->rec);
+        if (r->scratch->enc.cap > ARENA_BLOCK)
+            cq_buf_fini(&r->scratch->enc);
+    }
+    if (r->ops_cap > RESULT_KEEP) {
+        free(r->ops);
+        r->ops = NULL;
+        r->ops_cap = 0;
+    }
+    if (r->tasks_cap > RESULT_KEEP) {
+        free(r->tasks);
+        r->tasks = NULL;
+        r->tasks_cap = 0;
+    }
+}
+
 void fsm_result_fini(fsm_result *r)
 {
     struct arena_block *b, *next;
@@ -123,6 +171,12 @@ void fsm_result_fini(fsm_result *r)
             free(b);
         }
         free(r->arena);
+    }
+    if (r->scratch != NULL) {
+        free(r->scratch->queues);
+        cq_buf_fini(&r->scratch->rec);
+        cq_buf_fini(&r->scratch->enc);
+        free(r->scratch);
     }
     free(r->ops);
     free(r->tasks);
@@ -240,17 +294,44 @@ static int meta_flush(ctx *c)
     return 0;
 }
 
+/* With a result, the context takes over the buffers of its scratch (made
+ * on first use; without memory for it the context starts empty). */
 static void ctx_init(ctx *c, store *s, fsm_result *res)
 {
+    struct fsm_scratch *sc;
+
     memset(c, 0, sizeof(*c));
     c->s = s;
     c->res = res;
     cq_buf_init(&c->rec, SIZE_MAX / 2);
     cq_buf_init(&c->enc, SIZE_MAX / 2);
+    if (res == NULL)
+        return;
+    if (res->scratch == NULL)
+        res->scratch = calloc(1, sizeof(*res->scratch));
+    sc = res->scratch;
+    if (sc == NULL || sc->rec.max == 0)
+        return; /* nothing kept yet */
+    c->queues = sc->queues;
+    c->cap_queues = sc->cap_queues;
+    c->rec = sc->rec;
+    c->enc = sc->enc;
+    c->rec.len = c->enc.len = 0;
+    memset(sc, 0, sizeof(*sc));
 }
 
+/* Hands the buffers back to the result's scratch, or frees them. */
 static void ctx_fini(ctx *c)
 {
+    struct fsm_scratch *sc = c->res != NULL ? c->res->scratch : NULL;
+
+    if (sc != NULL) {
+        sc->queues = c->queues;
+        sc->cap_queues = c->cap_queues;
+        sc->rec = c->rec;
+        sc->enc = c->enc;
+        return;
+    }
     free(c->queues);
     cq_buf_fini(&c->rec);
     cq_buf_fini(&c->enc);

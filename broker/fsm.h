@@ -73,11 +73,16 @@ typedef struct fsm_result {
     /* private */
     size_t ops_cap, tasks_cap;
     struct fsm_arena *arena;
+    struct fsm_scratch *scratch;
 } fsm_result;
 
 void fsm_result_init(fsm_result *r);
 /* Forgets the contents, keeping the memory for reuse. */
 void fsm_result_reset(fsm_result *r);
+/* Like fsm_result_reset, but keeps no more memory than a typical result
+ * needs (one 64 KiB arena block, ops and tasks for a batch of 1,024,
+ * working buffers up to 64 KiB): for a result kept idle for reuse. */
+void fsm_result_trim(fsm_result *r);
 void fsm_result_fini(fsm_result *r);
 
 /* Applies the command in buf (cmd.h layout) at Raft index `index` (> 0).

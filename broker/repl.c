@@ -99,7 +99,9 @@ struct repl {
 
     entry *open_head, *open_tail;     /* batches not proposed yet */
     entry *flight_head, *flight_tail; /* proposed, in index order */
-    fsm_result scratch;               /* results nobody waits for */
+    entry *pool;                      /* answered, kept for reuse */
+    unsigned n_pool;
+    fsm_result scratch; /* results nobody waits for */
     /* Committed entries not applied to the store yet (deferred apply):
      * their bytes back to back in defer_bytes, index order. */
     struct deferred {
@@ -157,24 +159,66 @@ uint64_t repl_now_ms(repl *r)
 
 /* ---- entries ---- */
 
+/* Answered entries kept for the next batches, with their buffers: a
+ * batch's writer, results and result arena (64 KiB, and more for large
+ * leases) would otherwise be allocated and freed again each time. */
+#define ENTRY_POOL_MAX 16
+#define ENTRY_POOL_BUF_MAX (1u << 20) /* a larger writer buffer is freed */
+
 static entry *entry_new(repl *r)
 {
-    entry *e = calloc(1, sizeof(*e));
-    if (e == NULL)
-        return NULL;
-    e->r = r;
+    entry *e = r->pool;
+
+    if (e != NULL) {
+        r->pool = e->next;
+        r->n_pool--;
+    } else {
+        e = calloc(1, sizeof(*e));
+        if (e == NULL)
+            return NULL;
+        cmd_writer_init(&e->w);
+        fsm_result_init(&e->res);
+    }
+    memset(&e->req, 0, sizeof(e->req));
     e->req.data = e;
-    cmd_writer_init(&e->w);
-    fsm_result_init(&e->res);
+    e->r = r;
+    e->created = e->index = 0;
+    e->committed = e->applied = false;
+    e->n_subs = 0;
+    e->next = NULL;
     return e;
 }
 
 static void entry_free(entry *e)
 {
+    repl *r = e->r;
+
+    if (r->n_pool < ENTRY_POOL_MAX && e->w.buf.cap <= ENTRY_POOL_BUF_MAX) {
+        cmd_writer_reset(&e->w);
+        fsm_result_trim(&e->res);
+        e->next = r->pool;
+        r->pool = e;
+        r->n_pool++;
+        return;
+    }
     cmd_writer_fini(&e->w);
     fsm_result_fini(&e->res);
     free(e->subs);
     free(e);
+}
+
+static void pool_free(repl *r)
+{
+    entry *e;
+
+    while ((e = r->pool) != NULL) {
+        r->pool = e->next;
+        cmd_writer_fini(&e->w);
+        fsm_result_fini(&e->res);
+        free(e->subs);
+        free(e);
+    }
+    r->n_pool = 0;
 }
 
 /* Fails every submission of the entry with `status` and frees it. */
@@ -1300,6 +1344,7 @@ static void handle_closed(uv_handle_t *h)
     raft_uv_close(&r->io);
     raft_uv_tcp_close(&r->transport);
     fsm_result_fini(&r->scratch);
+    pool_free(r);
     free(r->defer);
     cq_buf_fini(&r->defer_bytes);
     if (r->close_done != NULL)

@@ -1354,6 +1354,62 @@ START_TEST(test_next_due)
 }
 END_TEST
 
+/* A result trimmed for reuse (clawqd keeps answered entries' results)
+ * drops what a large lease grew (arena blocks, task arrays, working
+ * buffers) and still produces correct results afterwards. */
+START_TEST(test_result_trim_reuse)
+{
+    static char big[100 * 1024];
+    static cmd_op acks[1503];
+    char small[32];
+    size_t i, round;
+
+    for (round = 0; round < 3; round++) {
+        cmd_op leases[2] = {th_lease("trim", CMD_LEASE_MAX, 30000),
+                            th_lease("trim", CMD_LEASE_MAX, 30000)};
+        memset(big, 'a' + (int)round, sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        /* Big payloads first (the arena's first block is a large one)
+         * or last (they get blocks after a standard one). */
+        for (i = 0; i < 1503; i++) {
+            bool is_big = round % 2 == 0 ? i < 3 : i >= 1500;
+            snprintf(small, sizeof(small), "r%zu-%zu", round, i);
+            put_ok(T0, th_put("trim", is_big ? big : small, 0));
+        }
+        ck_assert_int_eq(th_apply(g_store, &g_index, T0, leases, 2, &g_res), 0);
+        ck_assert_uint_eq(g_res.n_tasks, 1503);
+        for (i = 0; i < 1503; i++) {
+            const fsm_task *t = &g_res.tasks[i];
+            bool is_big = round % 2 == 0 ? i < 3 : i >= 1500;
+            snprintf(small, sizeof(small), "r%zu-%zu", round, i);
+            if (is_big) {
+                ck_assert_uint_eq(t->payload.len, sizeof(big) - 1);
+                ck_assert_int_eq(memcmp(t->payload.ptr, big, sizeof(big) - 1),
+                                 0);
+            } else {
+                ck_assert_uint_eq(t->payload.len, strlen(small));
+                ck_assert_int_eq(memcmp(t->payload.ptr, small, t->payload.len),
+                                 0);
+            }
+        }
+        for (i = 0; i < 1503; i++) {
+            const fsm_task *t = &g_res.tasks[i];
+            acks[i] = th_ack(t->id, t->lease_id);
+        }
+        fsm_result_trim(&g_res);
+        ck_assert_uint_le(g_res.tasks_cap, 1024);
+        ck_assert_uint_le(g_res.ops_cap, 1024);
+        ck_assert_uint_eq(g_res.n_tasks, 0);
+        /* One command of 1,503 acks into the trimmed result. */
+        ck_assert_int_eq(th_apply(g_store, &g_index, T0, acks, 1503, &g_res),
+                         0);
+        for (i = 0; i < 1503; i++)
+            ck_assert_int_eq(g_res.ops[i].status, 0);
+        fsm_result_trim(&g_res);
+    }
+}
+END_TEST
+
 static Suite *fsm_suite(void)
 {
     const struct {
@@ -1361,6 +1417,7 @@ static Suite *fsm_suite(void)
         const TTest *test;
     } cases[] = {
         {"priority_then_fifo", test_priority_then_fifo},
+        {"result_trim_reuse", test_result_trim_reuse},
         {"fifo_holds_for_retried_tasks", test_fifo_holds_for_retried_tasks},
         {"put_fields_round_trip", test_put_fields_round_trip},
         {"delayed_promotion", test_delayed_promotion},
