@@ -130,7 +130,7 @@ static bool read_integer(mp_reader *r, bool *neg, uint64_t *u, int64_t *s)
     return true;
 }
 
-bool mp_read_uint(mp_reader *r, uint64_t max, uint64_t *v)
+bool mp_read_uint_slow(mp_reader *r, uint64_t max, uint64_t *v)
 {
     uint64_t u;
     int64_t s;
@@ -280,7 +280,7 @@ void mp_write_array(mp_writer *w, uint32_t n)
     write_count(w, 0x90, 0xdc, 0xdd, n);
 }
 
-void mp_write_uint(mp_writer *w, uint64_t v)
+void mp_write_uint_slow(mp_writer *w, uint64_t v)
 {
     if (v <= 0x7f)
         put_tagged(w, (uint8_t)v, 0, 0);
@@ -297,7 +297,7 @@ void mp_write_uint(mp_writer *w, uint64_t v)
 void mp_write_int(mp_writer *w, int64_t v)
 {
     if (v >= 0)
-        mp_write_uint(w, (uint64_t)v);
+        mp_write_uint_slow(w, (uint64_t)v);
     else if (v >= -32)
         put_tagged(w, (uint8_t)v, 0, 0);
     else if (v >= INT8_MIN)

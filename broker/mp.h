@@ -46,7 +46,16 @@ static inline bool mp_reader_done(const mp_reader *r)
 bool mp_read_map(mp_reader *r, uint32_t *n);
 bool mp_read_array(mp_reader *r, uint32_t *n);
 /* A non-negative integer (in any integer encoding) of at most max. */
-bool mp_read_uint(mp_reader *r, uint64_t max, uint64_t *v);
+bool mp_read_uint_slow(mp_reader *r, uint64_t max, uint64_t *v);
+static inline bool mp_read_uint(mp_reader *r, uint64_t max, uint64_t *v)
+{
+    /* A positive fixint: every record key and most counters. */
+    if (r->off < r->len && r->p[r->off] <= 0x7f && r->p[r->off] <= max) {
+        *v = r->p[r->off++];
+        return true;
+    }
+    return mp_read_uint_slow(r, max, v);
+}
 /* Any integer that fits int64_t. */
 bool mp_read_int(mp_reader *r, int64_t *v);
 /* A bin or str, borrowed from the buffer. */
@@ -73,7 +82,17 @@ static inline void mp_writer_init(mp_writer *w, cq_buf *out)
 
 void mp_write_map(mp_writer *w, uint32_t n);
 void mp_write_array(mp_writer *w, uint32_t n);
-void mp_write_uint(mp_writer *w, uint64_t v);
+void mp_write_uint_slow(mp_writer *w, uint64_t v);
+static inline void mp_write_uint(mp_writer *w, uint64_t v)
+{
+    cq_buf *b = w->out;
+
+    if (v <= 0x7f && w->err == 0 && b->len < b->cap) {
+        b->ptr[b->len++] = (uint8_t)v;
+        return;
+    }
+    mp_write_uint_slow(w, v);
+}
 void mp_write_int(mp_writer *w, int64_t v);
 void mp_write_nil(mp_writer *w);
 void mp_write_bin(mp_writer *w, cq_bytes b);

@@ -157,6 +157,11 @@ int task_rec_encode(const task_rec *t, cq_buf *out)
          COUNT_B(t->idem_key) + COUNT_B(t->headers) + COUNT_B(t->payload) +
          COUNT_U(t->n_errors) + COUNT_U(t->leased_at_ms);
 
+    /* Room for all of it up front keeps the writer on its fast path. */
+    (void)cq_buf_reserve(out, 320 + t->worker.len + t->checkpoint.len +
+                                  t->idem_key.len + t->headers.len +
+                                  t->payload.len +
+                                  TASK_MAX_ERRORS * (TASK_ERROR_MAX + 24));
     mp_writer_init(&w, out);
     mp_write_map(&w, n);
     enc_u64(&w, TK_ID, t->id);
@@ -208,7 +213,9 @@ int queue_rec_encode(const queue_rec *q, cq_buf *out)
     const queue_counters *c = &q->counters;
     mp_writer w;
 
-    /* Settings are always written (a zero is a real value there). */
+    /* Settings are always written (a zero is a real value there). Room
+     * for all of it up front keeps the writer on its fast path. */
+    (void)cq_buf_reserve(out, 3 + 28 * 10);
     mp_writer_init(&w, out);
     mp_write_map(&w, 3 + 8 + 12 + (q->workers.at_ms != 0 ? 5 : 0));
     enc_u64(&w, QK_QID, q->qid);
