@@ -392,12 +392,15 @@ static int decode_op(mp_reader *f, cmd_op *op)
 #undef NEED
 }
 
+_Static_assert(sizeof(cmd_batch) % _Alignof(cmd_op) == 0,
+               "ops follow the batch in one allocation");
+
 int cmd_decode(const void *buf, size_t len, cmd_batch **out)
 {
     const uint8_t *p = buf;
     cmd_batch *b;
     mp_reader r;
-    uint64_t version;
+    uint64_t version, now_ms;
     uint32_t n, n_ops, i;
     size_t off;
     int rc;
@@ -405,26 +408,20 @@ int cmd_decode(const void *buf, size_t len, cmd_batch **out)
     if (len == 0 || len > CMD_MAX_BYTES)
         return CLAWQ_ECORRUPT;
     mp_reader_init(&r, buf, len);
-    if (!mp_read_array(&r, &n) || n != 3 || !d_u64(&r, UINT64_MAX, &version) ||
-        version != CMD_FORMAT_VERSION)
-        return CLAWQ_ECORRUPT;
-    b = calloc(1, sizeof(*b));
-    if (b == NULL)
-        return CLAWQ_ENOMEM;
-    rc = CLAWQ_ECORRUPT;
     /* Every op takes at least a byte: a count past the bytes left is a lie
      * that must not size an allocation. */
-    if (!d_u64(&r, UINT64_MAX, &b->now_ms) || !mp_read_array(&r, &n_ops) ||
-        n_ops > CMD_MAX_OPS || n_ops > len - r.off)
-        goto fail;
+    if (!mp_read_array(&r, &n) || n != 3 || !d_u64(&r, UINT64_MAX, &version) ||
+        version != CMD_FORMAT_VERSION || !d_u64(&r, UINT64_MAX, &now_ms) ||
+        !mp_read_array(&r, &n_ops) || n_ops > CMD_MAX_OPS ||
+        n_ops > len - r.off)
+        return CLAWQ_ECORRUPT;
+    /* The batch and its ops in one allocation. */
+    b = calloc(1, sizeof(*b) + (size_t)n_ops * sizeof(cmd_op));
+    if (b == NULL)
+        return CLAWQ_ENOMEM;
+    b->now_ms = now_ms;
     b->n_ops = n_ops;
-    if (n_ops > 0) {
-        b->ops = calloc(n_ops, sizeof(cmd_op));
-        if (b->ops == NULL) {
-            rc = CLAWQ_ENOMEM;
-            goto fail;
-        }
-    }
+    b->ops = n_ops > 0 ? (cmd_op *)(b + 1) : NULL;
     for (i = 0; i < n_ops; i++) {
         rc = decode_op(&r, &b->ops[i]);
         if (rc != 0)
@@ -441,15 +438,11 @@ int cmd_decode(const void *buf, size_t len, cmd_batch **out)
     *out = b;
     return 0;
 fail:
-    free(b->ops);
     free(b);
     return rc;
 }
 
 void cmd_batch_free(cmd_batch *b)
 {
-    if (b == NULL)
-        return;
-    free(b->ops);
     free(b);
 }
