@@ -274,7 +274,6 @@ static int meta_load(ctx *c)
 
 /* Writes the counters that changed (and, once, any still absent): a
  * command moves one or two of them, and each put is ~1,500 instructions. */
-
 static int meta_flush(ctx *c)
 {
     uint8_t v[8];
