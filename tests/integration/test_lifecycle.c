@@ -171,6 +171,53 @@ START_TEST(test_put_pull_ack)
 }
 END_TEST
 
+/* Headers go through the broker as put: keys and values of every string
+ * length format (up to 31 bytes, up to 255, longer), empty ones, in order;
+ * headers past the broker's limit are refused and nothing is put. */
+START_TEST(test_headers_round_trip)
+{
+    static char mid[200], big[1000], huge[9000];
+    clawq_header h[4];
+    clawq_put_task pt;
+    clawq_put_result res;
+    clawq_queue_stats s;
+    clawq_task *t;
+    size_t i;
+    int rc;
+
+    memset(mid, 'm', sizeof(mid) - 1);
+    memset(big, 'b', sizeof(big) - 1);
+    memset(huge, 'h', sizeof(huge) - 1);
+    h[0] = (clawq_header){"trace-id", "abc123"};
+    h[1] = (clawq_header){mid, big};
+    h[2] = (clawq_header){"empty", ""};
+    h[3] = (clawq_header){"", "no key"};
+    clawq_put_task_init(&pt);
+    pt.payload = "x";
+    pt.payload_len = 1;
+    pt.headers = h;
+    pt.n_headers = 4;
+    th_assert_ok(C, clawq_put_batch(C, "hdr", &pt, 1, &res));
+    t = pull_one(C, "hdr", 0);
+    ck_assert_uint_eq(t[0].n_headers, 4);
+    for (i = 0; i < 4; i++) {
+        ck_assert_str_eq(t[0].headers[i].key, h[i].key);
+        ck_assert_str_eq(t[0].headers[i].value, h[i].value);
+    }
+    th_assert_ok(C, clawq_ack(C, t[0].id, t[0].lease_id));
+    clawq_tasks_free(t);
+
+    h[1].value = huge; /* past the 8 KiB of encoded headers */
+    rc = clawq_put_batch(C, "hdr", &pt, 1, &res);
+    ck_assert_int_ne(rc, 0);
+    if (rc > 0)
+        ck_assert_int_lt(res.status, 0);
+    s = stats(C, "hdr");
+    ck_assert_uint_eq(s.put_total, 1);
+    ck_assert_uint_eq(s.ready, 0);
+}
+END_TEST
+
 /* ---- nack ---- */
 
 START_TEST(test_nack_redelivers)
@@ -1002,6 +1049,7 @@ static Suite *lifecycle_suite(void)
         const TTest *fn;
     } cases[] = {
         {"put_pull_ack", test_put_pull_ack},
+        {"headers_round_trip", test_headers_round_trip},
         {"nack_redelivers", test_nack_redelivers},
         {"fail_dlq_replay", test_fail_dlq_replay},
         {"lease_expiry_checkpoint", test_lease_expiry_checkpoint},
