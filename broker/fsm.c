@@ -800,41 +800,22 @@ static bool is_op_status(int rc)
 /* True when headers hold a msgpack array of an even number of strings. */
 static bool headers_are_valid(cq_bytes h)
 {
-    size_t off = 0, n, i, len;
-    const uint8_t *p = h.ptr;
+    mp_reader r;
+    uint32_t n, i;
+    cq_bytes str;
 
     if (h.len == 0)
         return true;
-    if (h.len > TASK_HEADERS_MAX || !mp_is_bounded(h.ptr, h.len, 1))
+    if (h.len > TASK_HEADERS_MAX)
         return false;
-    if (p[0] >= 0x90 && p[0] <= 0x9f) {
-        n = p[0] & 0x0f;
-        off = 1;
-    } else if (p[0] == 0xdc && h.len >= 3) {
-        n = ((size_t)p[1] << 8) | p[2];
-        off = 3;
-    } else {
-        return false;
-    }
-    if (n % 2 != 0)
+    mp_reader_init(&r, h.ptr, h.len);
+    if (!mp_read_array(&r, &n) || n % 2 != 0)
         return false;
     for (i = 0; i < n; i++) {
-        uint8_t b = p[off];
-        if (b >= 0xa0 && b <= 0xbf) {
-            len = b & 0x1f;
-            off += 1;
-        } else if (b == 0xd9) {
-            len = p[off + 1];
-            off += 2;
-        } else if (b == 0xda) {
-            len = ((size_t)p[off + 1] << 8) | p[off + 2];
-            off += 3;
-        } else {
+        if (!mp_read_str(&r, &str))
             return false;
-        }
-        off += len; /* mp_is_bounded checked every length */
     }
-    return off == h.len;
+    return mp_reader_done(&r);
 }
 
 /* ---- ops ---- */

@@ -192,6 +192,18 @@ bool mp_read_bytes(mp_reader *r, cq_bytes *v)
     return true;
 }
 
+bool mp_read_str(mp_reader *r, cq_bytes *v)
+{
+    uint8_t b;
+
+    if (!need(r, 1))
+        return false;
+    b = r->p[r->off];
+    if ((b >= 0xa0 && b <= 0xbf) || b == 0xd9 || b == 0xda || b == 0xdb)
+        return mp_read_bytes(r, v);
+    return false;
+}
+
 bool mp_read_nil(mp_reader *r)
 {
     if (!need(r, 1) || r->p[r->off] != 0xc0)
@@ -363,12 +375,6 @@ void mp_write_str(mp_writer *w, cq_bytes s)
 }
 
 /* ---- validation ---- */
-
-bool mp_is_bounded(const void *buf, size_t len, unsigned max_depth)
-{
-    size_t used;
-    return mp_span(buf, len, max_depth, &used) && used == len;
-}
 
 bool mp_span(const void *buf, size_t len, unsigned max_depth, size_t *used)
 {

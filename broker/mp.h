@@ -1,4 +1,5 @@
-/* mp.h: the msgpack subset of clawq's records, read and written in place.
+/* mp.h: the msgpack subset of clawq's records, commands and task headers,
+ * read and written in place.
  *
  * Records and commands are msgpack (DESIGN.md section 3), and every applied
  * entry decodes and re-encodes several of them. msgpack-c's object API
@@ -60,6 +61,8 @@ static inline bool mp_read_uint(mp_reader *r, uint64_t max, uint64_t *v)
 bool mp_read_int(mp_reader *r, int64_t *v);
 /* A bin or str, borrowed from the buffer. */
 bool mp_read_bytes(mp_reader *r, cq_bytes *v);
+/* A str only. */
+bool mp_read_str(mp_reader *r, cq_bytes *v);
 /* Consumes a nil and returns true; returns false (consuming nothing) for
  * anything else. */
 bool mp_read_nil(mp_reader *r);
@@ -98,16 +101,9 @@ void mp_write_nil(mp_writer *w);
 void mp_write_bin(mp_writer *w, cq_bytes b);
 void mp_write_str(mp_writer *w, cq_bytes s);
 
-/* True when buf holds exactly one well-formed msgpack object, nested at
- * most max_depth (<= 32) containers deep, whose container counts fit in the
- * bytes that remain: the check of untrusted msgpack (a task's headers)
- * before code that walks it without bounds checks of its own, or before
- * msgpack_unpack, which allocates room for a claimed count before reading
- * it. */
-bool mp_is_bounded(const void *buf, size_t len, unsigned max_depth);
-
-/* Like mp_is_bounded for the first object of buf, which may be followed by
- * other bytes: true with its length in *used. */
+/* True when buf starts with one well-formed msgpack object, nested at most
+ * max_depth (<= 32) containers deep, whose container counts fit in the
+ * bytes that remain: its length in *used. What mp_skip walks with. */
 bool mp_span(const void *buf, size_t len, unsigned max_depth, size_t *used);
 
 #endif

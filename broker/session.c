@@ -12,7 +12,6 @@
  */
 #include "session.h"
 
-#include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -688,91 +687,39 @@ static bool name_ok(const char *s)
 
 /* ---- headers: protobuf pairs <-> msgpack array of strings ---- */
 
-typedef struct hdr_out {
-    cq_buf *buf;
-    int err;
-} hdr_out;
-
-static int hdr_write(void *data, const char *p, size_t len)
-{
-    hdr_out *o = data;
-    int rc = cq_buf_append(o->buf, p, len);
-    if (rc != 0) {
-        o->err = rc;
-        return -1;
-    }
-    return 0;
-}
-
 static int headers_encode(Clawq__Header **h, size_t n, cq_buf *out)
 {
-    msgpack_packer pk;
-    hdr_out o = {out, 0};
+    mp_writer w;
     size_t i;
 
-    msgpack_packer_init(&pk, &o, hdr_write);
-    msgpack_pack_array(&pk, n * 2);
+    mp_writer_init(&w, out);
+    mp_write_array(&w, (uint32_t)(n * 2));
     for (i = 0; i < n; i++) {
-        const char *k = h[i]->key ? h[i]->key : "";
-        const char *v = h[i]->value ? h[i]->value : "";
-        msgpack_pack_str(&pk, strlen(k));
-        msgpack_pack_str_body(&pk, k, strlen(k));
-        msgpack_pack_str(&pk, strlen(v));
-        msgpack_pack_str_body(&pk, v, strlen(v));
+        mp_write_str(&w, cq_bytes_str(h[i]->key ? h[i]->key : ""));
+        mp_write_str(&w, cq_bytes_str(h[i]->value ? h[i]->value : ""));
     }
-    return o.err;
+    return w.err;
 }
 
-/* Reads one msgpack str at *off (the formats headers_encode writes). */
-static bool hdr_str(cq_bytes h, size_t *off, cq_bytes *out)
-{
-    const uint8_t *p = h.ptr;
-    size_t len, hl;
-
-    if (*off >= h.len)
-        return false;
-    if (p[*off] >= 0xa0 && p[*off] <= 0xbf) {
-        len = p[*off] & 0x1f;
-        hl = 1;
-    } else if (p[*off] == 0xd9 && h.len - *off >= 2) {
-        len = p[*off + 1];
-        hl = 2;
-    } else if (p[*off] == 0xda && h.len - *off >= 3) {
-        len = ((size_t)p[*off + 1] << 8) | p[*off + 2];
-        hl = 3;
-    } else {
-        return false;
-    }
-    if (h.len - *off - hl < len)
-        return false;
-    *out = cq_bytes_of(p + *off + hl, len);
-    *off += hl + len;
-    return true;
-}
-
+/* Headers were checked at put time (fsm.c): anything else stops here. */
 static void headers_decode(tmp *t, cq_bytes h, Clawq__Task *out)
 {
-    size_t off, n, i;
+    mp_reader r;
+    uint32_t n, i;
     cq_bytes k, v;
 
     if (h.len == 0)
         return;
-    if (h.ptr[0] >= 0x90 && h.ptr[0] <= 0x9f) {
-        n = h.ptr[0] & 0x0f;
-        off = 1;
-    } else if (h.ptr[0] == 0xdc && h.len >= 3) {
-        n = ((size_t)h.ptr[1] << 8) | h.ptr[2];
-        off = 3;
-    } else {
+    mp_reader_init(&r, h.ptr, h.len);
+    if (!mp_read_array(&r, &n) || n / 2 > h.len)
         return;
-    }
     n /= 2;
     out->headers = tmp_alloc(t, n * sizeof(*out->headers));
     if (out->headers == NULL)
         return;
     for (i = 0; i < n; i++) {
         Clawq__Header *hd;
-        if (!hdr_str(h, &off, &k) || !hdr_str(h, &off, &v))
+        if (!mp_read_str(&r, &k) || !mp_read_str(&r, &v))
             break;
         hd = tmp_alloc(t, sizeof(*hd));
         if (hd == NULL)

@@ -199,6 +199,16 @@ START_TEST(test_reader_type_and_range_checks)
     ck_assert(mp_skip(&r, 0));
     ck_assert(mp_reader_done(&r));
 
+    /* mp_read_str takes a str and refuses a bin of the same bytes */
+    {
+        static const uint8_t strbin[] = {0xa2, 'h', 'i', 0xc4, 2, 'h', 'i'};
+        mp_reader_init(&r, strbin, sizeof(strbin));
+        ck_assert(mp_read_str(&r, &v));
+        ck_assert_uint_eq(v.len, 2);
+        ck_assert(!mp_read_str(&r, &v));
+        ck_assert(mp_read_bytes(&r, &v));
+        ck_assert(mp_reader_done(&r));
+    }
     /* uint64 above INT64_MAX is not an int64 */
     {
         static const uint8_t big[] = {0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0};
