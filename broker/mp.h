@@ -46,7 +46,8 @@ static inline bool mp_reader_done(const mp_reader *r)
 /* A map or array header: its count of pairs or elements. */
 bool mp_read_map(mp_reader *r, uint32_t *n);
 bool mp_read_array(mp_reader *r, uint32_t *n);
-/* A non-negative integer (in any integer encoding) of at most max. */
+/* A non-negative integer (in any integer encoding) of at most max. (The
+ * _slow functions are the inline fast paths' fallbacks: call the others.) */
 bool mp_read_uint_slow(mp_reader *r, uint64_t max, uint64_t *v);
 static inline bool mp_read_uint(mp_reader *r, uint64_t max, uint64_t *v)
 {
