@@ -53,9 +53,9 @@ struct store_cursor {
 
 /* Every applied entry reads the store again (the scheduler's next due time,
  * the stats of a pull's queue): a read transaction and a few cursors each
- * time, ~4,000 instructions in malloc, free and LMDB's setup. A closed read
- * transaction is kept reset and a closed read-only cursor kept open (one of
- * each per database), and the next read renews them. */
+ * time, ~4,000 instructions in malloc, free and LMDB's setup. One closed
+ * read transaction is kept reset, and one closed read-only cursor per
+ * database kept open; the next read renews them. */
 struct store {
     MDB_env *env;
     MDB_dbi dbi[STORE_DB_COUNT];
