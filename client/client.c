@@ -607,6 +607,30 @@ static int rbuf_reserve(clawq_client *c)
     return 0;
 }
 
+/* Sends what is queued until the socket takes no more. Returns 0, or
+ * CLAWQ_ECONN_LOST with the connection dropped. */
+static int send_queued(clawq_client *c)
+{
+    while (c->woff < c->wlen) {
+        ssize_t w =
+            send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            set_err(c, CLAWQ_ECONN_LOST, "send to %s: %s", c->cur_ep,
+                    strerror(errno));
+            conn_drop(c);
+            return CLAWQ_ECONN_LOST;
+        }
+        c->woff += (size_t)w;
+    }
+    if (c->woff == c->wlen)
+        c->woff = c->wlen = 0;
+    return 0;
+}
+
 /* One round of I/O: waits until deadline (monotonic ms) for the socket,
  * writes what it can, reads and dispatches whole frames. Returns 0 after
  * any progress, CLAWQ_ETIMEOUT when nothing happened by the deadline,
@@ -632,25 +656,8 @@ static int io_step(clawq_client *c, uint64_t deadline)
     }
     if (n == 0)
         return CLAWQ_ETIMEOUT; /* the caller says what it waited for */
-    if (pfd.revents & POLLOUT) {
-        while (c->woff < c->wlen) {
-            ssize_t w =
-                send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
-            if (w < 0) {
-                if (errno == EINTR)
-                    continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                    break;
-                set_err(c, CLAWQ_ECONN_LOST, "send to %s: %s", c->cur_ep,
-                        strerror(errno));
-                conn_drop(c);
-                return CLAWQ_ECONN_LOST;
-            }
-            c->woff += (size_t)w;
-        }
-        if (c->woff == c->wlen)
-            c->woff = c->wlen = 0;
-    }
+    if ((pfd.revents & POLLOUT) && send_queued(c) < 0)
+        return CLAWQ_ECONN_LOST;
     if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
         for (;;) {
             ssize_t r;
@@ -695,6 +702,10 @@ static int io_step(clawq_client *c, uint64_t deadline)
 /* Waits for the reply to the synchronous request c->sync_id. */
 static int sync_wait(clawq_client *c, uint64_t deadline)
 {
+    /* The request just queued usually fits in the socket: send it now
+     * rather than after a poll that would only say so. */
+    if (c->fd >= 0 && c->woff < c->wlen && send_queued(c) < 0)
+        return CLAWQ_ECONN_LOST;
     while (c->sync_resp == NULL) {
         int rc = io_step(c, deadline);
 
