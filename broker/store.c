@@ -65,6 +65,7 @@ struct store {
     struct store_txn wtxn;
     store_txn *read_spare;                      /* reset, or NULL */
     store_cursor *cursor_spare[STORE_DB_COUNT]; /* open, unbound, or NULL */
+    uint64_t memo[STORE_MEMO_WORDS];            /* see store_memo */
 };
 
 struct store_snap {
@@ -565,6 +566,11 @@ int store_applied_get(store_txn *t, uint64_t *index)
     return applied_get(t->txn, t->s->dbi[STORE_DB_META], index);
 }
 
+uint64_t *store_memo(store *s)
+{
+    return s->memo;
+}
+
 int store_applied_set(store_txn *t, uint64_t index)
 {
     uint8_t v[8];
@@ -811,6 +817,7 @@ static int restore_once(store *s, const uint8_t *buf, size_t len)
     int rc, db;
     uint64_t index;
 
+    memset(s->memo, 0, sizeof(s->memo)); /* the contents change under it */
     rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc != 0)
         return err_from_mdb(rc);

@@ -119,6 +119,14 @@ int store_db_count(store_txn *t, store_db db, uint64_t *out);
 int store_applied_get(store_txn *t, uint64_t *index);
 int store_applied_set(store_txn *t, uint64_t index);
 
+/* Room for a few committed values a caller keeps beside the store so as
+ * not to read them back in every transaction (the state machine's
+ * counters). The store zeroes it when it opens and whenever its contents
+ * change other than through the caller's own write transactions (a
+ * restore); keeping it true across those is the caller's business. */
+#define STORE_MEMO_WORDS 8
+uint64_t *store_memo(store *s);
+
 /* Snapshots, shaped for libraft (NOTES-RAFT.md):
  * - begin pins a read transaction at the current applied index (cheap,
  *   call it on the loop);

@@ -1278,6 +1278,62 @@ START_TEST(test_same_index_skipped)
 }
 END_TEST
 
+/* An apply keeps the applied index and the id counters in the store's
+ * memo. A restore replaces the store's contents under it: the next put
+ * must carry on from the snapshot's counters, not from the ones this store
+ * had before. */
+START_TEST(test_restore_resets_memo)
+{
+    char *src_dir = th_tmpdir();
+    store *src = th_store_open(src_dir, true);
+    uint64_t src_index = 0, src_ids[3], id, applied;
+    store_snap *snap = NULL;
+    store_txn *t = NULL;
+    void *buf = NULL;
+    size_t len = 0;
+    bool replaced = false;
+    fsm_result res;
+    cmd_op op = th_put("q", "a", 1);
+    int i;
+
+    fsm_result_init(&res);
+    for (i = 0; i < 3; i++) {
+        ck_assert_int_eq(th_apply(src, &src_index, T0, &op, 1, &res), 0);
+        src_ids[i] = res.ops[0].id;
+    }
+    /* This store applies a put of its own first: its memo holds its
+     * counters, one task in. */
+    id = put_ok(T0, th_put("q", "b", 1));
+    ck_assert_uint_eq(id, src_ids[0]);
+
+    ck_assert_int_eq(store_snapshot_begin(src, &snap), 0);
+    ck_assert_int_eq(store_snapshot_serialize(snap, NULL, &buf, &len), 0);
+    store_snapshot_end(snap);
+    ck_assert_int_eq(store_restore(g_store, buf, len, &replaced), 0);
+    ck_assert(replaced);
+    free(buf);
+
+    /* An entry the snapshot covers is skipped... */
+    ck_assert_int_eq(cmd_encode(T0, &op, 1, &buf, &len), 0);
+    ck_assert_int_eq(fsm_apply(g_store, src_index, buf, len, &g_res), 0);
+    ck_assert(g_res.skipped);
+    free(buf);
+    /* ...and the next one applies with the snapshot's counters. */
+    g_index = src_index;
+    id = put_ok(T0, th_put("q", "c", 1));
+    ck_assert_uint_gt(id, src_ids[2]);
+    ck_assert_uint_eq(stats("q").counters.ready, 4);
+    ck_assert_int_eq(store_txn_begin(g_store, false, &t), 0);
+    ck_assert_int_eq(store_applied_get(t, &applied), 0);
+    store_txn_abort(t);
+    ck_assert_uint_eq(applied, src_index + 1);
+
+    fsm_result_fini(&res);
+    store_close(src);
+    th_rmdir(src_dir);
+}
+END_TEST
+
 /* member: set, replace, delete (an empty address), delete again. */
 START_TEST(test_member_table)
 {
@@ -1446,6 +1502,7 @@ static Suite *fsm_suite(void)
         {"oldest_ready_ignores_priority", test_oldest_ready_ignores_priority},
         {"same_index_skipped", test_same_index_skipped},
         {"next_due", test_next_due},
+        {"restore_resets_memo", test_restore_resets_memo},
         {"member_table", test_member_table},
     };
     Suite *s = suite_create("fsm");
