@@ -232,6 +232,8 @@ typedef struct ctx {
     uint64_t now;
     uint64_t next_id, next_lease, next_seq, next_qid;
     uint64_t meta_stored[4]; /* as in the store; 0 = absent */
+    uint64_t due_first[4];   /* the first time in each due_dbs index */
+    unsigned due_known;      /* bit i: due_first[i] holds (0 = empty) */
     bool meta_dirty;
     bool space_low; /* puts are refused: see store_space_is_low */
     qentry *queues;
@@ -254,8 +256,22 @@ static uint64_t *meta_slot(ctx *c, int i)
 /* The applied index and the counters as last committed, kept in the
  * store's memo so that an apply reads them back only after the store was
  * opened or restored: five gets of ~800 instructions per entry. */
-enum { MEMO_VALID, MEMO_APPLIED, MEMO_META, MEMO_END = MEMO_META + 4 };
+enum {
+    MEMO_VALID, /* MEMO_APPLIED and MEMO_META hold */
+    MEMO_APPLIED,
+    MEMO_META,
+    MEMO_DUE_KNOWN = MEMO_META + 4, /* the bits of ctx.due_known */
+    MEMO_DUE,                       /* ctx.due_first */
+    MEMO_END = MEMO_DUE + 4
+};
 _Static_assert(MEMO_END <= STORE_MEMO_WORDS, "store_memo is too small");
+
+/* The indexes a tick works through, keyed by time first; fsm_next_due
+ * is the earliest first key among them, kept per index in the memo and
+ * moved by every put and delete (index_put, index_del), so that the
+ * scheduler's look after each entry seldom seeks. */
+static const store_db due_dbs[4] = {STORE_DB_LEASES, STORE_DB_DEADLINES,
+                                    STORE_DB_DELAYED, STORE_DB_IDEM_EXP};
 
 static void memo_keep(ctx *c, uint64_t applied)
 {
@@ -263,12 +279,52 @@ static void memo_keep(ctx *c, uint64_t applied)
 
     m[MEMO_APPLIED] = applied;
     memcpy(m + MEMO_META, c->meta_stored, sizeof(c->meta_stored));
+    m[MEMO_DUE_KNOWN] = c->due_known;
+    memcpy(m + MEMO_DUE, c->due_first, sizeof(c->due_first));
     m[MEMO_VALID] = 1;
 }
 
 static void memo_drop(store *s)
 {
     store_memo(s)[MEMO_VALID] = 0;
+    store_memo(s)[MEMO_DUE_KNOWN] = 0;
+}
+
+/* A write transaction starts from the due times the memo knows. */
+static void due_load(ctx *c)
+{
+    const uint64_t *m = store_memo(c->s);
+
+    c->due_known = (unsigned)m[MEMO_DUE_KNOWN];
+    memcpy(c->due_first, m + MEMO_DUE, sizeof(c->due_first));
+}
+
+static int due_slot(store_db db)
+{
+    int i;
+
+    for (i = 0; i < 4; i++)
+        if (due_dbs[i] == db)
+            return i;
+    return -1;
+}
+
+/* Keeps due_first true as a key of db is put (put) or deleted. */
+static void due_note(ctx *c, store_db db, const uint8_t *key, size_t len,
+                     bool put)
+{
+    int i = due_slot(db);
+    uint64_t at;
+
+    if (i < 0 || !(c->due_known & (1u << i)))
+        return;
+    at = len >= 8 ? cq_get_be64(key) : 0;
+    if (at == 0) /* not a time: let fsm_next_due look */
+        c->due_known &= ~(1u << i);
+    else if (put && (c->due_first[i] == 0 || at < c->due_first[i]))
+        c->due_first[i] = at;
+    else if (!put && at <= c->due_first[i]) /* maybe the first went */
+        c->due_known &= ~(1u << i);
 }
 
 static int meta_load(ctx *c)
@@ -586,12 +642,19 @@ static int task_delete(ctx *c, uint64_t id)
 static int index_put(ctx *c, store_db db, const uint8_t *key, size_t len,
                      cq_bytes val)
 {
-    return store_put(c->t, db, cq_bytes_of(key, len), val);
+    int rc = store_put(c->t, db, cq_bytes_of(key, len), val);
+
+    if (rc == 0)
+        due_note(c, db, key, len, true);
+    return rc;
 }
 
 static int index_del(ctx *c, store_db db, const uint8_t *key, size_t len)
 {
     int rc = store_del(c->t, db, cq_bytes_of(key, len));
+
+    if (rc == 0)
+        due_note(c, db, key, len, false);
     /* An index entry the record says exists must exist. */
     return rc == CLAWQ_ENOT_FOUND ? CLAWQ_ECORRUPT : rc;
 }
@@ -1259,8 +1322,7 @@ static int tick_idem(ctx *c, uint64_t at)
 
 static int op_tick(ctx *c, const cmd_tick *k, fsm_op_result *out)
 {
-    static const store_db kinds[4] = {STORE_DB_LEASES, STORE_DB_DEADLINES,
-                                      STORE_DB_DELAYED, STORE_DB_IDEM_EXP};
+    const store_db *kinds = due_dbs;
     uint32_t max = k->max ? k->max : CMD_TICK_DEFAULT, done;
     uint64_t at = 0, id = 0;
     int i, rc;
@@ -1658,6 +1720,7 @@ static int apply_once(ctx *c, uint64_t index, const cmd_batch *b)
     rc = meta_load(c);
     if (rc != 0)
         goto abort;
+    due_load(c);
     for (i = 0; i < b->n_ops; i++) {
         size_t tasks_before = r->n_tasks;
         fsm_op_result *out = result_op(r, b->ops[i].type);
@@ -2018,34 +2081,47 @@ int fsm_task_get(store *s, uint64_t id, fsm_result *res)
 
 int fsm_next_due(store *s, uint64_t *due_ms)
 {
-    static const store_db dbs[4] = {STORE_DB_LEASES, STORE_DB_DEADLINES,
-                                    STORE_DB_DELAYED, STORE_DB_IDEM_EXP};
+    uint64_t *m = store_memo(s);
+    unsigned known = (unsigned)m[MEMO_DUE_KNOWN];
     store_cursor *cur;
     cq_bytes k, v;
     uint64_t due = 0, at;
     ctx c;
-    int i, rc;
+    int i, rc = 0;
 
-    rc = read_begin(&c, s, NULL);
-    if (rc != 0) {
-        ctx_fini(&c);
-        return rc;
-    }
-    for (i = 0; i < 4 && rc == 0; i++) {
-        rc = store_cursor_open(c.t, dbs[i], &cur);
-        if (rc != 0)
-            break;
-        rc = store_cursor_seek(cur, cq_bytes_of(NULL, 0), &k, &v);
-        if (rc == 0 && k.len >= 8) {
-            at = cq_get_be64(k.ptr);
-            if (due == 0 || at < due)
-                due = at;
+    if ((known & 0xfu) != 0xfu) {
+        /* Seek the indexes the memo does not know; the store holds no
+         * write transaction here, so what this reads is committed. */
+        rc = read_begin(&c, s, NULL);
+        if (rc != 0) {
+            ctx_fini(&c);
+            return rc;
         }
-        if (rc == CLAWQ_ENOT_FOUND)
-            rc = 0;
-        store_cursor_close(cur);
+        for (i = 0; i < 4 && rc == 0; i++) {
+            if (known & (1u << i))
+                continue;
+            rc = store_cursor_open(c.t, due_dbs[i], &cur);
+            if (rc != 0)
+                break;
+            rc = store_cursor_seek(cur, cq_bytes_of(NULL, 0), &k, &v);
+            if (rc == CLAWQ_ENOT_FOUND) {
+                m[MEMO_DUE + i] = 0;
+                known |= 1u << i;
+                rc = 0;
+            } else if (rc == 0 && k.len >= 8 && cq_get_be64(k.ptr) != 0) {
+                m[MEMO_DUE + i] = cq_get_be64(k.ptr);
+                known |= 1u << i;
+            }
+            store_cursor_close(cur);
+        }
+        read_end(&c);
+        m[MEMO_DUE_KNOWN] = known;
     }
-    read_end(&c);
+    for (i = 0; i < 4; i++) {
+        at = (known & (1u << i)) ? m[MEMO_DUE + i] : 0;
+        if (at != 0 && (due == 0 || at < due))
+            due = at;
+    }
     if (rc == 0)
         *due_ms = due;
     return rc;

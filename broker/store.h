@@ -124,7 +124,7 @@ int store_applied_set(store_txn *t, uint64_t index);
  * counters). The store zeroes it when it opens and whenever its contents
  * change other than through the caller's own write transactions (a
  * restore); keeping it true across those is the caller's business. */
-#define STORE_MEMO_WORDS 8
+#define STORE_MEMO_WORDS 16
 uint64_t *store_memo(store *s);
 
 /* Snapshots, shaped for libraft (NOTES-RAFT.md):

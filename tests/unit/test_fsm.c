@@ -1334,6 +1334,75 @@ START_TEST(test_restore_resets_memo)
 }
 END_TEST
 
+/* The next due time is kept per index in the store's memo and moved by
+ * every apply; after each command of a mixed script (delayed puts,
+ * deadlines, idempotency keys, leases, acks, nacks with delay, ticks) it
+ * must equal a fresh look at the indexes. */
+START_TEST(test_next_due_memo)
+{
+    uint64_t now = T0, cached, fresh, saved[STORE_MEMO_WORDS];
+    uint64_t ids[256], lids[256], id, lid;
+    size_t n_leased = 0, got;
+    uint32_t rnd = 12345, x;
+    char key[32];
+    int step, seen = 0;
+
+    for (step = 0; step < 600; step++) {
+        rnd = rnd * 1103515245u + 12345u;
+        x = rnd >> 8;
+        snprintf(key, sizeof(key), "k%d", step);
+        switch (x % 8) {
+        case 0:
+            apply1(now, put_op("q", "d", 1, now + 1 + x % 5000, 0, 0, NULL));
+            break;
+        case 1:
+            apply1(now, put_op("q", "e", 1, 0, now + 1 + x % 9000, 0, NULL));
+            break;
+        case 2:
+            apply1(now, put_op("q", "i", 1, 0, 0, 0, key));
+            break;
+        case 3:
+            apply1(now, th_put("q", "p", 1));
+            break;
+        case 4:
+            if (n_leased + 2 <= 256) {
+                got = lease_n(now, "q", 2, 100 + x % 3000, ids + n_leased,
+                              lids + n_leased);
+                n_leased += got;
+            }
+            break;
+        case 5:
+        case 6:
+            if (n_leased > 0) {
+                size_t i = x % n_leased;
+                id = ids[i];
+                lid = lids[i];
+                ids[i] = ids[--n_leased];
+                lids[i] = lids[n_leased];
+                /* A lease a tick took back answers STALE: fine here. */
+                if (x % 8 == 5)
+                    apply1(now, th_ack(id, lid));
+                else
+                    apply1(now, th_nack(id, lid, (int64_t)(x % 4000), "x"));
+            }
+            break;
+        default:
+            apply1(now, th_tick());
+            break;
+        }
+        now += x % 700;
+        ck_assert_int_eq(fsm_next_due(g_store, &cached), 0);
+        memcpy(saved, store_memo(g_store), sizeof(saved));
+        memset(store_memo(g_store), 0, sizeof(saved));
+        ck_assert_int_eq(fsm_next_due(g_store, &fresh), 0);
+        memcpy(store_memo(g_store), saved, sizeof(saved));
+        ck_assert_uint_eq(cached, fresh);
+        seen += cached != 0;
+    }
+    ck_assert_int_gt(seen, 300); /* the script kept times scheduled */
+}
+END_TEST
+
 /* member: set, replace, delete (an empty address), delete again. */
 START_TEST(test_member_table)
 {
@@ -1503,6 +1572,7 @@ static Suite *fsm_suite(void)
         {"same_index_skipped", test_same_index_skipped},
         {"next_due", test_next_due},
         {"restore_resets_memo", test_restore_resets_memo},
+        {"next_due_memo", test_next_due_memo},
         {"member_table", test_member_table},
     };
     Suite *s = suite_create("fsm");
