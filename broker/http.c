@@ -804,7 +804,9 @@ static void serve_metrics(http_conn *c, bool head_only)
     out_printf(&o, "clawq_raft_snapshots_total %" PRIu64 "\n",
                ri.snapshots_taken);
     family(&o, "clawq_raft_snapshot_pause_seconds", "gauge",
-           "How long the last snapshot's serialisation blocked the loop.");
+           "How long the loop waited for the last snapshot's "
+           "serialisation (done on a worker thread; the loop waits only "
+           "to grow the map).");
     out_printf(&o, "clawq_raft_snapshot_pause_seconds %.3f\n",
                (double)ri.last_snapshot_ms / 1000.0);
     family(&o, "clawq_raft_messages_held_total", "counter",

@@ -143,6 +143,11 @@ struct repl {
     uv_timer_t release;
     uint64_t held_total;
     uint64_t snapshot_delay_ms; /* CLAWQ_TEST_SNAPSHOT_DELAY_MS (tests) */
+    /* Snapshots serialised off the loop (see "snapshots off the loop"). */
+    struct raft_buffer *snap_buf; /* the placeholder libraft holds */
+    struct snap_job *snap_job;    /* serialising on a worker thread */
+    uint64_t snap_pause_ns;       /* the loop's waits for it */
+    uint64_t serialize_delay_ms;  /* CLAWQ_TEST_SNAPSHOT_SERIALIZE_DELAY_MS */
     /* Snapshot spacing (snapshot_tune): threshold in entries, its floor,
      * the log bytes wanted between snapshots, the mean entry size. */
     unsigned snap_threshold, snap_min;
@@ -625,6 +630,182 @@ static void io_install_done(struct raft_io_snapshot_put *req, int status)
     free(w);
 }
 
+/* ---- snapshots off the loop ----
+ *
+ * libraft 0.22 calls the FSM's snapshot_async on the loop, right after
+ * snapshot (legacy.c), so serialising the store there held the loop: 245
+ * ms for a 128 MB store, longer than a heartbeat interval on a leader.
+ * Instead snapshot_async hands libraft a placeholder buffer and keeps the
+ * read transaction pinned; the snapshot_put wrapper below serialises that
+ * transaction on a libuv worker thread, puts the result in place of the
+ * placeholder (libraft's bufs array is ours: snapshot_async allocated it)
+ * and only then passes the write on to the uv io. The put is registered
+ * at once, so the InstallSnapshot hold covers the serialisation too.
+ *
+ * The loop goes on applying meanwhile: an LMDB reader does not block the
+ * writer. What a pinned reader forbids is growing the map. An apply that
+ * needs more room (fsm_apply returns CLAWQ_EUNAVAILABLE, with nothing
+ * applied) waits for the serialisation to finish, ends the pin and is
+ * retried (snap_wait): the old stall, only then. Closing waits the same
+ * way. The job holds a reference on r (handles_open) until its after-work
+ * callback has run. */
+static const store_alloc raft_alloc = {raft_realloc, raft_free};
+
+typedef struct snap_job {
+    uv_work_t work;
+    repl *r;
+    store_snap *snap;
+    put_wrap *w; /* the put to pass on, registered in r->puts */
+    struct raft_io *io;
+    unsigned trailing;
+    struct raft_io_snapshot_put *req;
+    const struct raft_snapshot *snapshot;
+    struct raft_buffer *buf; /* libraft's bufs[0], the placeholder */
+    uint64_t delay_ms;       /* CLAWQ_TEST_SNAPSHOT_SERIALIZE_DELAY_MS */
+    /* Written by the worker, read once done is set (under mu). */
+    void *data;
+    size_t len;
+    int rc;
+    uint64_t serialize_ns;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    bool done;
+    bool continued; /* passed on (by snap_after or snap_wait) */
+} snap_job;
+
+static void repl_release(repl *r);
+
+static void snap_work(uv_work_t *work)
+{
+    snap_job *j = work->data;
+    uint64_t t0;
+
+    if (j->delay_ms > 0)
+        uv_sleep((unsigned)j->delay_ms); /* fault injection: a big store */
+    t0 = uv_hrtime();
+    j->rc = store_snapshot_serialize(j->snap, &raft_alloc, &j->data, &j->len);
+    j->serialize_ns = uv_hrtime() - t0;
+    uv_mutex_lock(&j->mu);
+    j->done = true;
+    uv_cond_signal(&j->cv);
+    uv_mutex_unlock(&j->mu);
+}
+
+/* On the loop, once per job: waits for the worker if it has not finished,
+ * ends the pin, and passes the write on with the real buffer (or fails the
+ * put when serialising failed). */
+static void snap_continue(snap_job *j)
+{
+    repl *r = j->r;
+    put_wrap *w = j->w;
+    uint64_t t0 = uv_hrtime(), index = store_snapshot_index(j->snap);
+    int rc;
+
+    uv_mutex_lock(&j->mu);
+    while (!j->done)
+        uv_cond_wait(&j->cv, &j->mu);
+    uv_mutex_unlock(&j->mu);
+    r->snap_pause_ns += uv_hrtime() - t0;
+    j->continued = true;
+    store_snapshot_end(j->snap);
+    r->snap = NULL;
+    r->snap_buf = NULL;
+    r->snap_job = NULL;
+    r->last_snapshot_ms = r->snap_pause_ns / 1000000;
+    if (j->rc != 0) {
+        LOG(LOG_ERROR, "repl.snapshot_failed", "index=%llu error=%s",
+            (unsigned long long)index, clawq_strerror(j->rc));
+        w->req = j->req;
+        w->status = j->rc == CLAWQ_ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
+        put_complete(w);
+        return;
+    }
+    raft_free(j->buf->base);
+    j->buf->base = j->data;
+    j->buf->len = j->len;
+    r->snapshots++;
+    LOG(LOG_INFO, "repl.snapshot",
+        "index=%llu bytes=%zu serialize_ms=%llu pause_ms=%llu",
+        (unsigned long long)index, j->len,
+        (unsigned long long)(j->serialize_ns / 1000000),
+        (unsigned long long)r->last_snapshot_ms);
+    rc = r->io_snapshot_put(j->io, j->trailing, j->req, j->snapshot,
+                            io_put_done);
+    if (rc != 0) {
+        /* The uv io did not take it: its buffers stay libraft's to free
+         * (snapshot_finalize), as for any failed put. */
+        LOG(LOG_ERROR, "repl.snapshot_failed", "index=%llu error=\"%s\"",
+            (unsigned long long)index, raft_strerror(rc));
+        w->req = j->req;
+        w->status = rc;
+        put_complete(w);
+    }
+}
+
+static void snap_after(uv_work_t *work, int status)
+{
+    snap_job *j = work->data;
+    repl *r = j->r;
+
+    (void)status; /* never cancelled: the work is not cancellable here */
+    if (!j->continued)
+        snap_continue(j);
+    uv_mutex_destroy(&j->mu);
+    uv_cond_destroy(&j->cv);
+    free(j);
+    repl_release(r);
+}
+
+/* The loop needs the pin gone now (to grow the map, or to close): waits
+ * for a serialisation in flight and passes its write on. */
+static void snap_wait(repl *r)
+{
+    if (r->snap_job != NULL)
+        snap_continue(r->snap_job);
+}
+
+/* Starts serialising the pinned snapshot for the put w. Returns 0, or a
+ * raft error with nothing started (the caller fails the put). */
+static int snap_start(repl *r, put_wrap *w, struct raft_io *io,
+                      unsigned trailing, struct raft_io_snapshot_put *req,
+                      const struct raft_snapshot *snapshot)
+{
+    snap_job *j = calloc(1, sizeof(*j));
+
+    if (j == NULL)
+        return RAFT_NOMEM;
+    if (uv_mutex_init(&j->mu) != 0) {
+        free(j);
+        return RAFT_NOMEM;
+    }
+    if (uv_cond_init(&j->cv) != 0) {
+        uv_mutex_destroy(&j->mu);
+        free(j);
+        return RAFT_NOMEM;
+    }
+    j->r = r;
+    j->snap = r->snap;
+    j->w = w;
+    j->io = io;
+    j->trailing = trailing;
+    j->req = req;
+    j->snapshot = snapshot;
+    j->buf = r->snap_buf;
+    j->delay_ms = r->serialize_delay_ms;
+    j->work.data = j;
+    if (uv_queue_work(r->loop, &j->work, snap_work, snap_after) != 0) {
+        uv_cond_destroy(&j->cv);
+        uv_mutex_destroy(&j->mu);
+        free(j);
+        return RAFT_IOERR;
+    }
+    r->snap_job = j;
+    r->handles_open++;
+    LOG(LOG_DEBUG, "repl.snapshot_begin", "index=%llu",
+        (unsigned long long)store_snapshot_index(j->snap));
+    return 0;
+}
+
 static int io_snapshot_put(struct raft_io *io, unsigned trailing,
                            struct raft_io_snapshot_put *req,
                            const struct raft_snapshot *snapshot,
@@ -643,7 +824,13 @@ static int io_snapshot_put(struct raft_io *io, unsigned trailing,
     w->cb = cb;
     w->data = req->data;
     req->data = w;
-    rc = r->io_snapshot_put(io, trailing, req, snapshot, done);
+    /* Our own snapshot, still to serialise (snapshot_async left it
+     * pinned): the write is passed on once a worker has serialised it. */
+    if (trailing != 0 && r->snap_buf != NULL && r->snap_job == NULL &&
+        snapshot->n_bufs == 1 && snapshot->bufs == r->snap_buf)
+        rc = snap_start(r, w, io, trailing, req, snapshot);
+    else
+        rc = r->io_snapshot_put(io, trailing, req, snapshot, done);
     if (rc != 0) {
         req->data = w->data;
         free(w);
@@ -762,6 +949,12 @@ static void apply_one(repl *r, uint64_t index, const void *buf, size_t len)
     if (e != NULL)
         res = &e->res;
     rc = fsm_apply(r->s, index, buf, len, res);
+    if (rc == CLAWQ_EUNAVAILABLE && r->snap_job != NULL) {
+        /* The map must grow, and a snapshot being serialised pins it:
+         * wait for that, then apply (nothing was applied). */
+        snap_wait(r);
+        rc = fsm_apply(r->s, index, buf, len, res);
+    }
     if (rc != 0) {
         /* A committed entry that cannot be applied: replicas would
          * diverge. The one fatal case (STYLE.md). */
@@ -878,42 +1071,32 @@ static int fsm_cb_snapshot(struct raft_fsm *f, struct raft_buffer *bufs[],
     return 0;
 }
 
-static const store_alloc raft_alloc = {raft_realloc, raft_free};
-
+/* 0.22 runs this on the loop right after fsm_cb_snapshot. The pin stays;
+ * libraft gets a one-buffer placeholder, which the snapshot_put wrapper
+ * replaces with the store serialised on a worker thread (see "snapshots
+ * off the loop"). */
 static int fsm_cb_snapshot_async(struct raft_fsm *f, struct raft_buffer *bufs[],
                                  unsigned *n_bufs)
 {
     repl *r = f->data;
-    struct raft_buffer *b;
-    uint64_t t0 = uv_hrtime(), index;
-    void *data;
-    size_t len;
-    int rc;
+    struct raft_buffer *b = raft_malloc(sizeof(*b));
 
-    rc = store_snapshot_serialize(r->snap, &raft_alloc, &data, &len);
-    index = store_snapshot_index(r->snap);
-    /* 0.22 runs this on the loop right after fsm_cb_snapshot: release the
-     * pin now, so no apply ever runs while it holds the map in place (the
-     * map could not grow). The buffer holds the state from here on. */
-    store_snapshot_end(r->snap);
-    r->snap = NULL;
-    b = rc == 0 ? raft_malloc(sizeof(*b)) : NULL;
+    if (b != NULL && (b->base = raft_malloc(8)) == NULL) {
+        raft_free(b);
+        b = NULL;
+    }
     if (b == NULL) {
-        if (rc == 0)
-            raft_free(data);
+        store_snapshot_end(r->snap);
+        r->snap = NULL;
         LOG(LOG_ERROR, "repl.snapshot_failed", "error=%s",
-            clawq_strerror(rc ? rc : CLAWQ_ENOMEM));
+            clawq_strerror(CLAWQ_ENOMEM));
         return RAFT_NOMEM;
     }
-    b->base = data;
-    b->len = len;
+    b->len = 0;
+    r->snap_buf = b;
+    r->snap_pause_ns = 0;
     *bufs = b;
     *n_bufs = 1;
-    r->snapshots++;
-    r->last_snapshot_ms = (uv_hrtime() - t0) / 1000000;
-    LOG(LOG_INFO, "repl.snapshot", "index=%llu bytes=%zu pause_ms=%llu",
-        (unsigned long long)index, len,
-        (unsigned long long)r->last_snapshot_ms);
     return 0;
 }
 
@@ -924,9 +1107,11 @@ static int fsm_cb_snapshot_finalize(struct raft_fsm *f,
     repl *r = f->data;
     unsigned i;
 
-    if (r->snap != NULL) { /* snapshot_async never ran */
+    /* No serialisation took the pin (the put failed before it began). */
+    if (r->snap != NULL && r->snap_job == NULL) {
         store_snapshot_end(r->snap);
         r->snap = NULL;
+        r->snap_buf = NULL;
     }
     for (i = 0; i < *n_bufs; i++)
         raft_free((*bufs)[i].base);
@@ -1208,6 +1393,9 @@ int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
         const char *delay = getenv("CLAWQ_TEST_SNAPSHOT_DELAY_MS");
         if (delay != NULL && *delay != '\0')
             r->snapshot_delay_ms = strtoull(delay, NULL, 10);
+        delay = getenv("CLAWQ_TEST_SNAPSHOT_SERIALIZE_DELAY_MS");
+        if (delay != NULL && *delay != '\0')
+            r->serialize_delay_ms = strtoull(delay, NULL, 10);
     }
     fsm_result_init(&r->scratch);
     cq_buf_init(&r->defer_bytes, DEFER_MAX_BYTES);
@@ -1428,10 +1616,10 @@ void repl_get_info(repl *r, repl_info *out)
     out->installs_dropped = r->dropped_installs;
 }
 
-static void handle_closed(uv_handle_t *h)
+/* Drops one of the references the closing waits for (the three handles
+ * and a snapshot job in flight); the last one frees r. */
+static void repl_release(repl *r)
 {
-    repl *r = h->data;
-
     if (--r->handles_open > 0)
         return;
     raft_uv_close(&r->io);
@@ -1443,6 +1631,11 @@ static void handle_closed(uv_handle_t *h)
     if (r->close_done != NULL)
         r->close_done(r->close_arg);
     free(r);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    repl_release(h->data);
 }
 
 static void raft_closed(struct raft *raft)
@@ -1485,8 +1678,11 @@ void repl_close(repl *r, void (*done)(void *arg), void *arg)
 {
     put_wrap *w, *next;
 
-    /* Delayed snapshot writes (fault injection) complete now, while libraft
-     * can still take their callbacks. */
+    /* A snapshot being serialised is passed on to the uv io (which
+     * completes or cancels it while closing); delayed snapshot writes
+     * (fault injection) complete now, while libraft can still take their
+     * callbacks. */
+    snap_wait(r);
     for (w = r->puts; w != NULL; w = next) {
         next = w->next;
         if (w->delaying && uv_is_active((uv_handle_t *)&w->delay)) {

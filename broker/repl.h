@@ -90,8 +90,10 @@ typedef struct repl_info {
     uint64_t last_index;
     uint64_t entries_proposed;
     uint64_t snapshots_taken;
-    uint64_t last_snapshot_ms; /* how long the last snapshot serialisation
-                                  blocked the loop */
+    uint64_t last_snapshot_ms; /* how long the loop waited for the last
+                                  snapshot's serialisation (a worker thread
+                                  does it; the loop waits only to grow the
+                                  map or to close) */
     uint64_t messages_held;    /* held behind a local snapshot write (the
                                   0.22.1 InstallSnapshot workaround) */
     uint64_t installs_dropped; /* InstallSnapshot resends dropped while one
