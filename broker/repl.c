@@ -712,6 +712,10 @@ static void snap_continue(snap_job *j)
     r->snap_buf = NULL;
     r->snap_job = NULL;
     r->last_snapshot_ms = r->snap_pause_ns / 1000000;
+    /* A failed put reaches libraft as a write error would (libraft 0.22
+     * asserts that only a closing node sees one; Debian builds it without
+     * asserts, NOTES-RAFT.md, and it drops the snapshot and tries again
+     * at a later commit). */
     if (j->rc != 0) {
         LOG(LOG_ERROR, "repl.snapshot_failed", "index=%llu error=%s",
             (unsigned long long)index, clawq_strerror(j->rc));
@@ -1678,11 +1682,11 @@ void repl_close(repl *r, void (*done)(void *arg), void *arg)
 {
     put_wrap *w, *next;
 
-    /* A snapshot being serialised is passed on to the uv io (which
-     * completes or cancels it while closing); delayed snapshot writes
-     * (fault injection) complete now, while libraft can still take their
-     * callbacks. */
-    snap_wait(r);
+    /* Delayed snapshot writes (fault injection) complete now, while
+     * libraft can still take their callbacks; one may start the next
+     * snapshot. Then a snapshot being serialised is passed on to the uv
+     * io, which completes or cancels it while closing (passing it on
+     * starts nothing new at once). */
     for (w = r->puts; w != NULL; w = next) {
         next = w->next;
         if (w->delaying && uv_is_active((uv_handle_t *)&w->delay)) {
@@ -1690,6 +1694,7 @@ void repl_close(repl *r, void (*done)(void *arg), void *arg)
             put_complete(w);
         }
     }
+    snap_wait(r);
     drain(r);
     r->closing = true;
     r->leader = false;
