@@ -809,6 +809,11 @@ static void serve_metrics(http_conn *c, bool head_only)
            "to grow the map).");
     out_printf(&o, "clawq_raft_snapshot_pause_seconds %.3f\n",
                (double)ri.last_snapshot_ms / 1000.0);
+    family(&o, "clawq_raft_snapshot_serialize_seconds", "gauge",
+           "How long the last snapshot's copy of the store took on its "
+           "worker thread.");
+    out_printf(&o, "clawq_raft_snapshot_serialize_seconds %.3f\n",
+               (double)ri.last_snapshot_serialize_ms / 1000.0);
     family(&o, "clawq_raft_messages_held_total", "counter",
            "Raft messages held behind a local snapshot write (the "
            "InstallSnapshot workaround).");

@@ -118,7 +118,7 @@ struct repl {
     uint64_t hold_ms;  /* how long submissions wait for a leader */
     uint64_t last_now; /* now_ms of the last applied command */
     store_snap *snap;
-    uint64_t proposed, snapshots, last_snapshot_ms;
+    uint64_t proposed, snapshots, last_snapshot_ms, last_serialize_ms;
     void (*close_done)(void *);
     void *close_arg;
     int handles_open;
@@ -728,6 +728,7 @@ static void snap_continue(snap_job *j)
     j->buf->base = j->data;
     j->buf->len = j->len;
     r->snapshots++;
+    r->last_serialize_ms = j->serialize_ns / 1000000;
     LOG(LOG_INFO, "repl.snapshot",
         "index=%llu bytes=%zu serialize_ms=%llu pause_ms=%llu",
         (unsigned long long)index, j->len,
@@ -1616,6 +1617,7 @@ void repl_get_info(repl *r, repl_info *out)
     out->entries_proposed = r->proposed;
     out->snapshots_taken = r->snapshots;
     out->last_snapshot_ms = r->last_snapshot_ms;
+    out->last_snapshot_serialize_ms = r->last_serialize_ms;
     out->messages_held = r->held_total;
     out->installs_dropped = r->dropped_installs;
 }

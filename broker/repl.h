@@ -94,6 +94,8 @@ typedef struct repl_info {
                                   snapshot's serialisation (a worker thread
                                   does it; the loop waits only to grow the
                                   map or to close) */
+    uint64_t last_snapshot_serialize_ms; /* the worker's copy of the store
+                                            for the last snapshot */
     uint64_t messages_held;    /* held behind a local snapshot write (the
                                   0.22.1 InstallSnapshot workaround) */
     uint64_t installs_dropped; /* InstallSnapshot resends dropped while one

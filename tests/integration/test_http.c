@@ -689,6 +689,16 @@ START_TEST(test_snapshot_spacing)
             th_assert_ok(c, clawq_put(c, "snap", &t, &id, NULL));
         http_get(b, "/metrics", &r);
         snaps = prom_value(r.body, "clawq_raft_snapshots_total");
+        /* Present from the start. A store of a few KB copies in
+         * milliseconds, and the loop never waits for it. */
+        {
+            double ser =
+                prom_value(r.body, "clawq_raft_snapshot_serialize_seconds");
+            double pause =
+                prom_value(r.body, "clawq_raft_snapshot_pause_seconds");
+            ck_assert_msg(ser >= 0 && ser < 5, "serialize %.3f s", ser);
+            ck_assert_msg(pause == 0, "pause %.3f s", pause);
+        }
         if (k == 0)
             ck_assert_msg(snaps >= 2, "log size off: %.0f snapshots", snaps);
         else
