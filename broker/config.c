@@ -146,10 +146,10 @@ static const opt opts[] = {
     {"raft-segment-size", OPT_SIZE, FIELD(raft_segment_size), "16M", 4 * MiB,
      20 * MiB, "bytes", NULL,
      "size of one Raft log segment file (rounded up to 4K; three are "
-     "preallocated). Each change of segment stalls the log for tens of ms "
-     "(libraft closes the old one's AIO context), so larger segments mean "
-     "fewer stalls. 4M to 20M: libraft 0.22 refuses writes below 4M of "
-     "free log space and counts it in a 16-bit number of KiB"},
+     "preallocated). Each change of segment (also at every snapshot) "
+     "prepares a new one, zero-filled with --log-prezero, so larger "
+     "segments mean fewer changes. 4M to 20M: libraft 0.22 refuses writes "
+     "below 4M of free log space and counts it in a 16-bit number of KiB"},
     {"log-prezero", OPT_BOOL, FIELD(log_prezero), "true", 0, 1, NULL, NULL,
      "write zeros over each Raft log segment when it is created, so that "
      "log writes are direct, non-blocking overwrites (each segment once, "

@@ -1428,9 +1428,10 @@ int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
         raft_uv_tcp_close(&r->transport);
         goto fail;
     }
-    /* Each segment change stalls the loop for tens of ms: libraft closes
-     * the old segment's AIO context with io_destroy(2), which waits for an
-     * RCU grace period. Larger segments change less often. */
+    /* Each segment change costs a new segment (zero-filled, logzero.h)
+     * and the old one's AIO context (io_destroy(2) waits for an RCU grace
+     * period, tens of ms: aioreap.h moves it off the loop). Larger
+     * segments change less often. */
     if (o->segment_size > 0)
         raft_uv_set_segment_size(&r->io,
                                  (o->segment_size + 4095) / 4096 * 4096);
