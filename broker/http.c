@@ -824,6 +824,11 @@ static void serve_metrics(http_conn *c, bool head_only)
            "installed.");
     out_printf(&o, "clawq_raft_installs_dropped_total %" PRIu64 "\n",
                ri.installs_dropped);
+    family(&o, "clawq_raft_stale_commits_total", "counter",
+           "AppendEntries from a leader's stale view whose commit index "
+           "was not taken (it would have moved this follower's back).");
+    out_printf(&o, "clawq_raft_stale_commits_total %" PRIu64 "\n",
+               ri.stale_commits);
     aioreap_get_stats(&ar);
     family(&o, "clawq_raft_aio_contexts_reaped_total", "counter",
            "libraft's AIO contexts (one per log segment) destroyed on the "

@@ -100,6 +100,8 @@ typedef struct repl_info {
                                   0.22.1 InstallSnapshot workaround) */
     uint64_t installs_dropped; /* InstallSnapshot resends dropped while one
                                   was being installed (0.22.1 leaks them) */
+    uint64_t stale_commits;    /* AppendEntries whose leader commit would
+                                  have moved the commit index back */
 } repl_info;
 
 /* Starts Raft on `loop` over store `s`: bootstraps a one-voter cluster in a
