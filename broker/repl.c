@@ -57,6 +57,7 @@ typedef struct change {
     uint32_t id;
     char raft_addr[64];
     int status;
+    bool promoting; /* the request in flight is raft_assign(VOTER) */
     repl_change_cb done;
     void *arg;
 } change;
@@ -149,6 +150,9 @@ struct repl {
     struct snap_job *snap_job;    /* serialising on a worker thread */
     uint64_t snap_pause_ns;       /* the loop's waits for it */
     uint64_t serialize_delay_ms;  /* CLAWQ_TEST_SNAPSHOT_SERIALIZE_DELAY_MS */
+    /* CLAWQ_TEST_REFUSE_PROMOTION: refuse one promotion's entry (tests of
+     * change_lost); refusing: the capacity threshold is raised for it. */
+    bool refuse_promotion, refusing;
     /* Snapshot spacing (snapshot_tune): threshold in entries, its floor,
      * the log bytes wanted between snapshots, the mean entry size. */
     unsigned snap_threshold, snap_min;
@@ -1206,6 +1210,10 @@ static void barrier_done(struct raft_barrier *req, int status)
 
 /* ---- configuration changes ---- */
 
+/* libraft's default capacity threshold (raft.c): proposals are refused
+ * while a majority of voters has less log space than this prepared. */
+#define RAFT_CAPACITY_THRESHOLD_KIB (4 * 1024)
+
 static void change_cb(struct raft_change *req, int status)
 {
     repl *r = req->data;
@@ -1229,10 +1237,67 @@ static void change_finish(repl *r)
     change *c = &r->chg;
     repl_change_cb done = c->done;
 
+    if (r->refusing) { /* CLAWQ_TEST_REFUSE_PROMOTION is done */
+        r->refusing = false;
+        raft_set_capacity_threshold(&r->raft, RAFT_CAPACITY_THRESHOLD_KIB);
+    }
     c->step = CHANGE_NONE;
     c->done = NULL;
     if (done != NULL)
         done(c->arg, c->status);
+}
+
+static const struct raft_server *conf_find(repl *r, uint32_t id)
+{
+    unsigned i;
+
+    for (i = 0; i < r->raft.configuration.n; i++)
+        if (r->raft.configuration.servers[i].id == id)
+            return &r->raft.configuration.servers[i];
+    return NULL;
+}
+
+/* libraft 0.22.1 can lose a promotion. raft_assign(VOTER) of a node that
+ * is behind starts catch-up rounds (req->catch_up_id set); when they end,
+ * libraft clears catch_up_id and submits the configuration entry that
+ * makes the node a voter. If that submission is refused (RAFT_NOSPACE:
+ * under 4 MiB of log space prepared, as on a full or stalled disk or with
+ * snapshots every few dozen entries), libraft drops the error (legacy.c
+ * recvCb; a build with asserts aborts) and keeps the request as its
+ * pending change without ever calling back: the change would never end,
+ * clawqd would refuse every later one ("another configuration change is
+ * under way") and a joining node would wait until the leader changed. The
+ * state is exact: our request is libraft's pending change, catch-up is
+ * over, and the node is not a voter, which it would be (uncommitted)
+ * had the entry been appended. The change is then taken back from
+ * libraft and ends UNAVAILABLE; the caller retries (a joining node does
+ * by itself). CLAWQ_TEST_REFUSE_PROMOTION makes it happen once: the
+ * capacity threshold is raised while the node catches up (so every
+ * proposal is refused meanwhile, the promotion's entry too). */
+static bool change_lost(repl *r)
+{
+    change *c = &r->chg;
+    const struct raft_server *srv;
+
+    if (!c->promoting || r->raft.legacy.change != &c->req)
+        return false;
+    if (c->req.catch_up_id != 0) {
+        if (r->refuse_promotion) {
+            r->refuse_promotion = false;
+            r->refusing = true;
+            raft_set_capacity_threshold(&r->raft, UINT16_MAX);
+        }
+        return false;
+    }
+    srv = conf_find(r, c->id);
+    if (srv == NULL || srv->role == RAFT_VOTER)
+        return false;
+    LOG(LOG_WARN, "repl.change_lost", "node=%u errmsg=\"%s\"", c->id,
+        raft_errmsg(&r->raft));
+    r->raft.legacy.change = NULL;
+    c->status = CLAWQ_EUNAVAILABLE;
+    c->step = CHANGE_DONE;
+    return true;
 }
 
 /* Makes the raft call of the current step. Runs in the check handle. */
@@ -1241,6 +1306,8 @@ static void change_drive(repl *r)
     change *c = &r->chg;
     int rc = 0;
 
+    if (c->step == CHANGE_WAITING && change_lost(r))
+        change_finish(r);
     switch (c->step) {
     case CHANGE_NONE:
     case CHANGE_WAITING:
@@ -1254,6 +1321,7 @@ static void change_drive(repl *r)
         break;
     case CHANGE_ASSIGN:
         c->next = CHANGE_DONE;
+        c->promoting = true;
         rc = raft_assign(&r->raft, &c->req, c->id, RAFT_VOTER, change_cb);
         break;
     case CHANGE_REMOVE:
@@ -1267,22 +1335,16 @@ static void change_drive(repl *r)
                                    : "remove",
         rc == 0 ? "ok" : raft_strerror(rc));
     if (rc != 0) {
+        /* raft_assign names the request libraft's pending change before
+         * it submits, and leaves it so when the submission fails. */
+        if (r->raft.legacy.change == &c->req)
+            r->raft.legacy.change = NULL;
         c->status =
             rc == RAFT_NOTLEADER ? CLAWQ_ENOT_LEADER : CLAWQ_EUNAVAILABLE;
         change_finish(r);
         return;
     }
     c->step = CHANGE_WAITING;
-}
-
-static const struct raft_server *conf_find(repl *r, uint32_t id)
-{
-    unsigned i;
-
-    for (i = 0; i < r->raft.configuration.n; i++)
-        if (r->raft.configuration.servers[i].id == id)
-            return &r->raft.configuration.servers[i];
-    return NULL;
 }
 
 static int change_begin(repl *r, uint32_t id, change_step step,
@@ -1441,6 +1503,7 @@ int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
         delay = getenv("CLAWQ_TEST_SNAPSHOT_SERIALIZE_DELAY_MS");
         if (delay != NULL && *delay != '\0')
             r->serialize_delay_ms = strtoull(delay, NULL, 10);
+        r->refuse_promotion = getenv("CLAWQ_TEST_REFUSE_PROMOTION") != NULL;
     }
     fsm_result_init(&r->scratch);
     cq_buf_init(&r->defer_bytes, DEFER_MAX_BYTES);
