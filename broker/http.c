@@ -829,6 +829,11 @@ static void serve_metrics(http_conn *c, bool head_only)
            "was not taken (it would have moved this follower's back).");
     out_printf(&o, "clawq_raft_stale_commits_total %" PRIu64 "\n",
                ri.stale_commits);
+    family(&o, "clawq_raft_installs_unsent_total", "counter",
+           "InstallSnapshot messages not sent because their node left the "
+           "configuration while the snapshot was being loaded.");
+    out_printf(&o, "clawq_raft_installs_unsent_total %" PRIu64 "\n",
+               ri.installs_unsent);
     aioreap_get_stats(&ar);
     family(&o, "clawq_raft_aio_contexts_reaped_total", "counter",
            "libraft's AIO contexts (one per log segment) destroyed on the "

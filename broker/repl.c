@@ -131,6 +131,13 @@ struct repl {
                            struct raft_io_snapshot_put *,
                            const struct raft_snapshot *,
                            raft_io_snapshot_put_cb);
+    int (*io_send)(struct raft_io *, struct raft_io_send *,
+                   const struct raft_message *, raft_io_send_cb);
+    int (*io_snapshot_get)(struct raft_io *, struct raft_io_snapshot_get *,
+                           raft_io_snapshot_get_cb);
+    uint64_t snapshot_get_delay_ms; /* CLAWQ_TEST_SNAPSHOT_GET_DELAY_MS */
+    struct get_wrap *gets;          /* its loads held back */
+    uint64_t installs_unsent;       /* InstallSnapshot to a removed node */
     raft_io_recv_cb recv;
     /* The transport wrapper (TCP_NODELAY, see below). */
     int (*tr_listen)(struct raft_uv_transport *, raft_uv_accept_cb);
@@ -902,6 +909,118 @@ static int io_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
     return r->io_start(io, msecs, tick, io_recv);
 }
 
+static const struct raft_server *conf_find(repl *r, uint32_t id);
+
+/* A leader sends InstallSnapshot only once the snapshot is loaded, from
+ * the load's callback (legacy.c legacyLoadSnapshotCb), with the target's
+ * address as it was when the load began: a pointer into the
+ * configuration of that moment. Any configuration change meanwhile frees
+ * it (raft_remove of that very node, as when a dead follower is removed,
+ * or of another one, or an add), and the send read freed memory (ASan,
+ * 1 of 19 wipe-rejoin runs). The address is taken from the current
+ * configuration instead; a node no longer in it is not sent to
+ * (RAFT_NOCONNECTION: libraft frees the message). */
+static int io_send(struct raft_io *io, struct raft_io_send *req,
+                   const struct raft_message *m, raft_io_send_cb cb)
+{
+    repl *r = repl_of_io(io);
+    const struct raft_server *srv;
+    struct raft_message copy;
+
+    if (m->type != RAFT_INSTALL_SNAPSHOT)
+        return r->io_send(io, req, m, cb);
+    srv = conf_find(r, (uint32_t)m->server_id);
+    if (srv == NULL) {
+        r->installs_unsent++;
+        LOG(LOG_INFO, "repl.install_unsent", "to=%llu index=%llu",
+            (unsigned long long)m->server_id,
+            (unsigned long long)m->install_snapshot.last_index);
+        return RAFT_NOCONNECTION;
+    }
+    copy = *m;
+    copy.server_address = srv->address;
+    return r->io_send(io, req, &copy, cb); /* encoded before it returns */
+}
+
+/* CLAWQ_TEST_SNAPSHOT_GET_DELAY_MS: a slow snapshot load, so that a
+ * configuration change can come while one is in flight (io_send). */
+typedef struct get_wrap {
+    repl *r;
+    struct raft_io_snapshot_get *req;
+    raft_io_snapshot_get_cb cb;
+    void *data; /* libraft's req->data while we borrow it */
+    struct raft_snapshot *snapshot;
+    int status;
+    uv_timer_t delay;
+    struct get_wrap *next;
+} get_wrap;
+
+static void get_wrap_free(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void get_delayed(uv_timer_t *t)
+{
+    get_wrap *w = t->data;
+    get_wrap **pp;
+
+    for (pp = &w->r->gets; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    }
+    w->req->data = w->data;
+    w->cb(w->req, w->snapshot, w->status);
+    uv_close((uv_handle_t *)&w->delay, get_wrap_free);
+}
+
+static void io_get_done(struct raft_io_snapshot_get *req,
+                        struct raft_snapshot *snapshot, int status)
+{
+    get_wrap *w = req->data;
+
+    w->snapshot = snapshot;
+    w->status = status;
+    if (w->r->closing) {
+        get_delayed(&w->delay);
+        return;
+    }
+    w->next = w->r->gets;
+    w->r->gets = w;
+    LOG(LOG_INFO, "repl.snapshot_get_held", "ms=%llu",
+        (unsigned long long)w->r->snapshot_get_delay_ms);
+    uv_timer_start(&w->delay, get_delayed, w->r->snapshot_get_delay_ms, 0);
+}
+
+static int io_snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
+                           raft_io_snapshot_get_cb cb)
+{
+    repl *r = repl_of_io(io);
+    get_wrap *w;
+    int rc;
+
+    if (r->snapshot_get_delay_ms == 0)
+        return r->io_snapshot_get(io, req, cb);
+    w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return RAFT_NOMEM;
+    w->r = r;
+    w->req = req;
+    w->cb = cb;
+    w->data = req->data;
+    uv_timer_init(r->loop, &w->delay);
+    w->delay.data = w;
+    req->data = w;
+    rc = r->io_snapshot_get(io, req, io_get_done);
+    if (rc != 0) {
+        req->data = w->data;
+        uv_close((uv_handle_t *)&w->delay, get_wrap_free);
+    }
+    return rc;
+}
+
 /* ---- transport wrapper: TCP_NODELAY on every Raft connection ----
  *
  * libraft 0.22's TCP transport leaves Nagle's algorithm on, and each of
@@ -1504,6 +1623,9 @@ int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
         if (delay != NULL && *delay != '\0')
             r->serialize_delay_ms = strtoull(delay, NULL, 10);
         r->refuse_promotion = getenv("CLAWQ_TEST_REFUSE_PROMOTION") != NULL;
+        delay = getenv("CLAWQ_TEST_SNAPSHOT_GET_DELAY_MS");
+        if (delay != NULL && *delay != '\0')
+            r->snapshot_get_delay_ms = strtoull(delay, NULL, 10);
     }
     fsm_result_init(&r->scratch);
     cq_buf_init(&r->defer_bytes, DEFER_MAX_BYTES);
@@ -1599,6 +1721,10 @@ int repl_start(uv_loop_t *loop, store *s, const repl_opts *o,
     r->io.start = io_start;
     r->io_snapshot_put = r->io.snapshot_put;
     r->io.snapshot_put = io_snapshot_put;
+    r->io_send = r->io.send;
+    r->io.send = io_send;
+    r->io_snapshot_get = r->io.snapshot_get;
+    r->io.snapshot_get = io_snapshot_get;
 
     rc = raft_start(&r->raft);
     if (rc != 0) {
@@ -1725,6 +1851,7 @@ void repl_get_info(repl *r, repl_info *out)
     out->messages_held = r->held_total;
     out->installs_dropped = r->dropped_installs;
     out->stale_commits = r->stale_commits;
+    out->installs_unsent = r->installs_unsent;
 }
 
 /* Drops one of the references the closing waits for (the three handles
@@ -1788,6 +1915,12 @@ static void raft_closed(struct raft *raft)
 void repl_close(repl *r, void (*done)(void *arg), void *arg)
 {
     put_wrap *w, *next;
+
+    /* Delayed snapshot loads (fault injection) complete now. */
+    while (r->gets != NULL) {
+        uv_timer_stop(&r->gets->delay);
+        get_delayed(&r->gets->delay);
+    }
 
     /* Delayed snapshot writes (fault injection) complete now, while
      * libraft can still take their callbacks; one may start the next

@@ -102,6 +102,8 @@ typedef struct repl_info {
                                   was being installed (0.22.1 leaks them) */
     uint64_t stale_commits;    /* AppendEntries whose leader commit would
                                   have moved the commit index back */
+    uint64_t installs_unsent;  /* InstallSnapshot not sent: the node was
+                                  removed while the snapshot loaded */
 } repl_info;
 
 /* Starts Raft on `loop` over store `s`: bootstraps a one-voter cluster in a
